@@ -1,0 +1,26 @@
+"""dropoutx: dropout transforms for JAX, with Flax Linen and NNX modules.
+
+Every function is pure: it takes an explicit PRNG key and returns the masked
+or noised activations in the input's dtype. ``rate`` is always the probability
+of dropping a unit.
+"""
+
+from dropoutx._bernoulli import annealed_dropout as annealed_dropout
+from dropoutx._bernoulli import dropout as dropout
+from dropoutx._bernoulli import inverted_dropout as inverted_dropout
+from dropoutx._bernoulli import keep_mask as keep_mask
+from dropoutx._bernoulli import vanilla_dropout as vanilla_dropout
+from dropoutx._gaussian import gaussian_dropout as gaussian_dropout
+from dropoutx._gaussian import gaussian_noise as gaussian_noise
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "annealed_dropout",
+    "dropout",
+    "gaussian_dropout",
+    "gaussian_noise",
+    "inverted_dropout",
+    "keep_mask",
+    "vanilla_dropout",
+)

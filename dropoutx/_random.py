@@ -1,0 +1,156 @@
+"""Random bits that XLA can fuse with the masking that consumes them.
+
+``jax.random.bits`` on a threefry key computes, for element ``i`` of the
+row-major flattened shape, the Threefry-2x32 hash (Salmon et al. 2011,
+"Parallel random numbers: as easy as 1, 2, 3") of the 64-bit counter ``i``
+under the key, and XORs the two output words. On CPU it does so through a
+primitive whose lowering writes intermediate buffers, so a dropout layer
+touches several times the memory of a copy.
+
+Here the same hash is written with plain ``jnp`` integer operations over an
+iota counter. The result is bit-identical to ``jax.random.bits(key, shape)``
+(with ``jax_threefry_partitionable``, the default), but every step is
+elementwise, so XLA fuses generation, comparison and selection into one pass,
+and under SPMD each shard computes its own counters without communication.
+Keys of other implementations (rbg, unsafe_rbg) use ``jax.random.bits``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Rotation distances of Threefry-2x32, alternating between the two groups of
+# four rounds, and the key-schedule parity constant (Salmon et al. 2011).
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_KEY_PARITY = 0x1BD11BDA
+_THREEFRY = "threefry2x32"
+
+
+def check_key(fn_name: str, key: Any) -> jax.Array:
+    """Returns ``key`` as a typed key array of shape ``()``, or raises.
+
+    Accepts typed keys (``jax.random.key``) and raw ``uint32`` keys
+    (``jax.random.PRNGKey``), which are read with the default implementation.
+
+    Raises:
+      TypeError: if ``key`` is missing, not a key, or a batch of keys.
+    """
+    if key is None:
+        raise TypeError(
+            f"dropoutx.{fn_name}: a PRNG key is required when "
+            f"deterministic=False; pass e.g. jax.random.key(0)."
+        )
+    if isinstance(key, jax.Array | np.ndarray) and jax.dtypes.issubdtype(
+        key.dtype, jax.dtypes.prng_key
+    ):
+        if key.shape:
+            raise TypeError(
+                f"dropoutx.{fn_name}: accepts a single key, but was given a key "
+                f"array of shape {key.shape}; use jax.vmap to map over a batch "
+                f"of keys."
+            )
+        return key
+    raw_shape = jax.random.key_data(jax.random.key(0)).shape
+    dtype = getattr(key, "dtype", None)
+    if dtype == np.uint32 and key.shape[-len(raw_shape) :] == raw_shape:
+        if key.shape != raw_shape:
+            raise TypeError(
+                f"dropoutx.{fn_name}: accepts a single key, but was given a raw "
+                f"key array of shape {key.shape}; use jax.vmap to map over a "
+                f"batch of keys."
+            )
+        return jax.random.wrap_key_data(key)
+    description = f"dtype {dtype}, shape {getattr(key, 'shape', None)}"
+    if dtype is None:
+        description = f"{key!r}"
+    raise TypeError(
+        f"dropoutx.{fn_name}: key must be a typed PRNG key (jax.random.key(0)) "
+        f"or a raw uint32{list(raw_shape)} key (jax.random.PRNGKey(0)), got "
+        f"{description}."
+    )
+
+
+def _rotate_left(value: jax.Array, distance: int) -> jax.Array:
+    return (value << np.uint32(distance)) | (value >> np.uint32(32 - distance))
+
+
+def _threefry2x32(
+    key_words: tuple[jax.Array, jax.Array], counter: tuple[jax.Array, jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    """The 20-round Threefry-2x32 block function, elementwise over counters."""
+    schedule = (key_words[0], key_words[1], key_words[0] ^ key_words[1] ^ np.uint32(_KEY_PARITY))
+    x0 = counter[0] + schedule[0]
+    x1 = counter[1] + schedule[1]
+    for injection in range(1, 6):
+        for distance in _ROTATIONS[(injection - 1) % 2]:
+            x0 = x0 + x1
+            x1 = _rotate_left(x1, distance) ^ x0
+        x0 = x0 + schedule[injection % 3]
+        x1 = x1 + schedule[(injection + 1) % 3] + np.uint32(injection)
+    return x0, x1
+
+
+def _flat_index(shape: tuple[int, ...]) -> jax.Array:
+    """Row-major flat index of every element, as uint32 (size < 2**32)."""
+    index = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for axis in reversed(range(len(shape))):
+        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride)
+        stride *= shape[axis]
+    return index
+
+
+def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """``uint32`` bits equal to ``jax.random.bits(key, shape)``, fusibly."""
+    if str(jax.random.key_impl(key)) != _THREEFRY or math.prod(shape) >= 2**32:
+        return jax.random.bits(key, shape, jnp.uint32)
+    key_data = jax.random.key_data(key)
+    high = jnp.zeros(shape, jnp.uint32)
+    word0, word1 = _threefry2x32((key_data[0], key_data[1]), (high, _flat_index(shape)))
+    return word0 ^ word1
+
+
+def drop_threshold(rate: jax.Array) -> jax.Array:
+    """The ``uint32`` threshold below which bits mean "drop", for rate < 1.
+
+    ``P(bits < threshold) = floor(rate * 2**32) / 2**32``: the drop probability
+    equals the float32 rate to within 2**-32.
+    """
+    rate = rate.astype(jnp.float32)
+    scaled = jnp.floor(jnp.where(rate < 1, rate, 0) * np.float32(2**32))
+    return jnp.clip(scaled, 0, None).astype(jnp.uint32)
+
+
+def keep_mask(
+    key: jax.Array, shape: tuple[int, ...], rate: jax.Array, broadcast_dims: tuple[int, ...]
+) -> jax.Array:
+    """Boolean mask of ``shape``, ``True`` with probability ``1 - rate``.
+
+    One value is drawn per position of the shape with ``broadcast_dims`` set to
+    1, then broadcast. A rate of 1, or one outside ``[0, 1)`` (or NaN), drops
+    everything.
+    """
+    mask_shape = tuple(1 if axis in broadcast_dims else n for axis, n in enumerate(shape))
+    bits = random_bits(key, mask_shape)
+    rate = jnp.asarray(rate, jnp.float32)
+    kept = (bits >= drop_threshold(rate)) & (rate >= 0) & (rate < 1)
+    return jnp.broadcast_to(kept, shape)
+
+
+def standard_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """float32 N(0, 1) samples equal to ``jax.random.normal(key, shape)``.
+
+    The inverse-CDF method: 23 random mantissa bits give a uniform number on
+    ``(-1, 1)``, and ``sqrt(2) * erfinv(u)`` maps it to a standard normal.
+    """
+    bits = random_bits(key, shape)
+    one_bits = np.float32(1.0).view(np.uint32)
+    unit = jax.lax.bitcast_convert_type((bits >> np.uint32(9)) | one_bits, jnp.float32) - 1
+    low = np.nextafter(np.float32(-1), np.float32(0))
+    uniform = jnp.maximum(low, unit * (np.float32(1) - low) + low)
+    return np.float32(np.sqrt(2)) * jax.lax.erf_inv(uniform)
