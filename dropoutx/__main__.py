@@ -1,5 +1,6 @@
-"""``python -m dropoutx``: see ``dropoutx._cli``."""
+"""``python -m dropoutx``: the command-line entry point (see ``dropoutx._cli``)."""
 
 from dropoutx._cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

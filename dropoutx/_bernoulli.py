@@ -79,9 +79,7 @@ def _bernoulli_dropout(
     keep = jnp.asarray(1.0 - rate_value) if rate_value is not None else 1 - rate
     if deterministic:
         return _weight_scaled(x, rate, keep, fn_name=fn_name)
-    return _masked(
-        key, x, rate, keep, fn_name=fn_name, broadcast_dims=dims, rescale=rescale
-    )
+    return _masked(key, x, rate, keep, fn_name=fn_name, broadcast_dims=dims, rescale=rescale)
 
 
 def inverted_dropout(

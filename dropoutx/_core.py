@@ -40,10 +40,12 @@ def guard_traced(
     """Returns ``y``, or all-NaN when a traced ``value`` is out of range.
 
     The NaN output cannot be mistaken for a real result, and ``checkify``
-    reports the value (see :func:`check_traced`).
+    reports the value (see :func:`check_traced`). The guard multiplies by a
+    scalar (exactly 1 when valid) rather than selecting elementwise, so that
+    reverse-mode autodiff saves a scalar, not a full-size predicate.
     """
     check_traced(fn_name, arg_name, value, valid, interval)
-    return jnp.where(valid, y, jnp.asarray(jnp.nan, y.dtype))
+    return y * jnp.where(valid, 1, jnp.nan).astype(y.dtype)
 
 
 def rate_in_range(rate: jax.Array) -> jax.Array:

@@ -181,6 +181,4 @@ def gaussian_noise(
         return x
     key = _random.check_key(fn_name, key)
     stddev = jnp.asarray(stddev, jnp.float32 if stddev_value is not None else None)
-    return _noisy(
-        key, x, stddev, stddev, fn_name=fn_name, arg_name="stddev", multiplicative=False
-    )
+    return _noisy(key, x, stddev, stddev, fn_name=fn_name, arg_name="stddev", multiplicative=False)

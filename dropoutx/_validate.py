@@ -10,6 +10,7 @@ transforms turn an out-of-range traced value into a NaN output and a
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,7 +37,8 @@ def concrete_scalar(fn_name: str, arg_name: str, value: Any) -> float | None:
     Raises:
       TypeError: if ``value`` is not a real scalar.
     """
-    if isinstance(value, bool | np.bool_) or jnp.ndim(value) != 0:
+    is_number = isinstance(value, numbers.Number | np.ndarray | np.generic | jax.Array)
+    if not is_number or isinstance(value, bool | np.bool_) or jnp.ndim(value) != 0:
         raise TypeError(
             f"dropoutx.{fn_name}: {arg_name} must be a real scalar, got "
             f"{value!r}. For one {arg_name} per example, use jax.vmap."
@@ -44,8 +46,7 @@ def concrete_scalar(fn_name: str, arg_name: str, value: Any) -> float | None:
     dtype = jnp.result_type(value)
     if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
         raise TypeError(
-            f"dropoutx.{fn_name}: {arg_name} must be a real number, got "
-            f"{value!r} of dtype {dtype}."
+            f"dropoutx.{fn_name}: {arg_name} must be a real number, got {value!r} of dtype {dtype}."
         )
     try:
         return float(value)
@@ -87,8 +88,7 @@ def stddev(fn_name: str, value: Any) -> float | None:
         return None
     if not (math.isfinite(concrete) and concrete >= 0.0):
         raise ValueError(
-            f"dropoutx.{fn_name}: stddev must be finite and >= 0, got "
-            f"stddev={concrete!r}."
+            f"dropoutx.{fn_name}: stddev must be finite and >= 0, got stddev={concrete!r}."
         )
     return concrete
 
@@ -126,9 +126,7 @@ def shape(fn_name: str, value: Any) -> tuple[int, ...]:
             f"dropoutx.{fn_name}: shape must be a sequence of ints, got {value!r}."
         ) from None
     if any(d < 0 for d in result):
-        raise ValueError(
-            f"dropoutx.{fn_name}: shape entries must be >= 0, got {value!r}."
-        )
+        raise ValueError(f"dropoutx.{fn_name}: shape entries must be >= 0, got {value!r}.")
     return result
 
 

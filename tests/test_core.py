@@ -1,0 +1,437 @@
+"""Exact properties of the functional transforms.
+
+Every test here checks an identity that holds bit for bit (or, where XLA may
+contract a multiply-add, to one rounding): the masks against their reference
+definition, the kept values against the contract's formula, transformations
+(jit, vmap, grad, scan, checkpoint) against the plain call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.test_util import check_grads
+
+import dropoutx as dx
+from dropoutx import _random
+
+pytestmark = pytest.mark.usefixtures("strict_promotion")
+
+KEY = jax.random.key(1234)
+FLOAT_DTYPES = [jnp.float16, jnp.bfloat16, jnp.float32]
+
+
+def _annealed(key: Any, x: Any, rate: Any, **kwargs: Any) -> jax.Array:
+    # A schedule that reaches `rate` at step 10, so the step is really used.
+    schedule = optax.linear_schedule(0.0, rate, transition_steps=10)
+    return dx.annealed_dropout(key, x, 10, schedule, **kwargs)
+
+
+# Every transform behind one signature: (key, x, rate, **options).
+TRANSFORMS: dict[str, Callable[..., jax.Array]] = {
+    "inverted": dx.inverted_dropout,
+    "vanilla": dx.vanilla_dropout,
+    "annealed": _annealed,
+    "gaussian_dropout": dx.gaussian_dropout,
+    "gaussian_noise": dx.gaussian_noise,
+}
+WITH_BROADCAST = ["inverted", "vanilla", "annealed", "gaussian_dropout"]
+
+
+def _reference_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> np.ndarray:
+    """The documented mask: threefry bits at or above floor(rate * 2**32)."""
+    threshold = np.floor(np.float64(np.float32(rate)) * 2**32)
+    return np.asarray(jax.random.bits(key, shape, jnp.uint32)) >= threshold
+
+
+def _x(shape: tuple[int, ...] = (16, 32), dtype: Any = jnp.float32) -> jax.Array:
+    return jax.random.normal(jax.random.key(7), shape, jnp.float32).astype(dtype)
+
+
+# --- the masks and noise against their reference definitions -----------------
+
+
+@pytest.mark.parametrize("rate", [1e-9, 0.1, 0.5, 0.77, 1 - 1e-7])
+@pytest.mark.parametrize("shape", [(1,), (33,), (4, 5, 6), (2, 3, 4, 5)])
+def test_keep_mask_equals_reference_bits(rate: float, shape: tuple[int, ...]) -> None:
+    mask = dx.keep_mask(KEY, shape, rate)
+    np.testing.assert_array_equal(mask, _reference_mask(KEY, shape, rate))
+
+
+def test_keep_mask_broadcast_equals_reference_on_reduced_shape() -> None:
+    mask = dx.keep_mask(KEY, (4, 5, 6), 0.3, broadcast_dims=(0, 2))
+    reduced = _reference_mask(KEY, (1, 5, 1), 0.3)
+    np.testing.assert_array_equal(mask, np.broadcast_to(reduced, (4, 5, 6)))
+
+
+def test_standard_normal_equals_jax_random_normal() -> None:
+    shape = (64, 48)
+    np.testing.assert_array_equal(
+        _random.standard_normal(KEY, shape), jax.random.normal(KEY, shape, jnp.float32)
+    )
+
+
+def test_raw_and_typed_keys_agree() -> None:
+    x = _x()
+    raw = jax.random.PRNGKey(5)
+    typed = jax.random.wrap_key_data(raw)
+    for name, fn in TRANSFORMS.items():
+        np.testing.assert_array_equal(fn(raw, x, 0.4), fn(typed, x, 0.4), err_msg=name)
+
+
+@pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])
+def test_other_key_implementations_use_jax_random_bits(impl: str) -> None:
+    key = jax.random.key(3, impl=impl)
+    np.testing.assert_array_equal(
+        dx.keep_mask(key, (8, 9), 0.25), _reference_mask(key, (8, 9), 0.25)
+    )
+    assert jnp.isfinite(dx.gaussian_noise(key, _x(), 0.5)).all()
+
+
+# --- the contract's formulas, exactly ----------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [*FLOAT_DTYPES])
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.5, 0.9])
+def test_inverted_kept_values_are_rounded_once(dtype: Any, rate: float) -> None:
+    x = _x(dtype=dtype)
+    y = dx.inverted_dropout(KEY, x, rate)
+    scaled = (x.astype(jnp.float32) / (1 - rate)).astype(dtype)
+    expected = jnp.where(dx.keep_mask(KEY, x.shape, rate), scaled, jnp.zeros((), dtype))
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, expected)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_traced_rate_gives_the_same_result_as_python_rate(dtype: Any) -> None:
+    x = _x(dtype=dtype)
+    for name, fn in TRANSFORMS.items():
+        traced = jax.jit(lambda r, fn=fn: fn(KEY, x, r))(jnp.float32(0.25))
+        np.testing.assert_array_equal(traced, fn(KEY, x, 0.25), err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_vanilla_training_and_inference(dtype: Any) -> None:
+    x = _x(dtype=dtype)
+    y = dx.vanilla_dropout(KEY, x, 0.3)
+    np.testing.assert_array_equal(
+        y, jnp.where(dx.keep_mask(KEY, x.shape, 0.3), x, jnp.zeros((), dtype))
+    )
+    inference = dx.vanilla_dropout(None, x, 0.3, deterministic=True)
+    np.testing.assert_array_equal(inference, (x.astype(jnp.float32) * (1 - 0.3)).astype(dtype))
+
+
+def test_inverted_and_vanilla_share_the_mask() -> None:
+    x = _x() + 10  # no zeros in x, so zeros in y are exactly the dropped units
+    inverted = dx.inverted_dropout(KEY, x, 0.6)
+    vanilla = dx.vanilla_dropout(KEY, x, 0.6)
+    np.testing.assert_array_equal(inverted == 0, vanilla == 0)
+
+
+def _assert_within_float32_rounding(
+    y: jax.Array, exact: jax.Array, magnitude: jax.Array, dtype: Any
+) -> None:
+    """``y`` equals ``exact`` up to float32 rounding of the intermediates.
+
+    XLA may contract a multiply-add into one FMA, so ``y`` can differ from the
+    unfused reference by two float32 roundings of the largest intermediate
+    (``magnitude``) before the single cast to ``dtype``, which adds at most
+    half an ulp of ``dtype``.
+    """
+    exact32 = exact.astype(jnp.float32)
+    bound = 2 * np.float32(jnp.finfo(jnp.float32).eps) * magnitude + np.float32(
+        jnp.finfo(dtype).eps
+    ) * jnp.abs(exact32)
+    error = jnp.abs(y.astype(jnp.float32) - exact32)
+    assert bool((error <= bound).all()), float(jnp.max(error - bound))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_gaussian_dropout_formula(dtype: Any) -> None:
+    x = _x(dtype=dtype)
+    rate = 0.2
+    eps = jax.random.normal(KEY, x.shape, jnp.float32)
+    sigma = np.float32(math.sqrt(rate / (1 - rate)))
+    wide = x.astype(jnp.float32)
+    y = dx.gaussian_dropout(KEY, x, rate)
+    assert y.dtype == dtype
+    magnitude = jnp.abs(wide) * (1 + jnp.abs(sigma * eps))
+    _assert_within_float32_rounding(y, wide * (1 + sigma * eps), magnitude, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_gaussian_noise_formula(dtype: Any) -> None:
+    x = _x(dtype=dtype)
+    eps = jax.random.normal(KEY, x.shape, jnp.float32)
+    wide = x.astype(jnp.float32)
+    y = dx.gaussian_noise(KEY, x, 0.3)
+    assert y.dtype == dtype
+    magnitude = jnp.abs(wide) + jnp.abs(np.float32(0.3) * eps)
+    _assert_within_float32_rounding(y, wide + np.float32(0.3) * eps, magnitude, dtype)
+
+
+def test_annealed_follows_the_schedule() -> None:
+    schedule = optax.linear_schedule(0.8, 0.0, transition_steps=100)
+    x = _x()
+    for step in [0, 37, 100, 250]:
+        rate = float(schedule(step))
+        np.testing.assert_array_equal(
+            dx.annealed_dropout(KEY, x, step, schedule),
+            dx.inverted_dropout(KEY, x, jnp.float32(rate)),
+            err_msg=f"step={step}",
+        )
+    np.testing.assert_array_equal(dx.annealed_dropout(KEY, x, 100, schedule), x)
+
+
+@pytest.mark.parametrize("name", WITH_BROADCAST)
+def test_broadcast_dims_share_one_value(name: str) -> None:
+    x = jnp.ones((3, 5, 7))
+    y = TRANSFORMS[name](KEY, x, 0.5, broadcast_dims=(0, -1))
+    np.testing.assert_array_equal(y, jnp.broadcast_to(y[:1, :, :1], y.shape))
+    assert len(np.unique(np.asarray(y[0, :, 0]))) > 1
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_deterministic_needs_no_key(name: str) -> None:
+    x = _x(dtype=jnp.bfloat16)
+    y = TRANSFORMS[name](None, x, 0.4, deterministic=True)
+    expected = dx.vanilla_dropout(None, x, 0.4, deterministic=True) if name == "vanilla" else x
+    np.testing.assert_array_equal(y, expected)
+
+
+# --- rate 0 and rate 1, Python and traced --------------------------------------
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+@pytest.mark.parametrize("traced", [False, True])
+def test_rate_zero_is_identity(name: str, traced: bool) -> None:
+    x = _x()
+    fn = TRANSFORMS[name]
+    if traced:
+        y = jax.jit(lambda r: fn(KEY, x, r))(jnp.float32(0.0))
+    else:
+        y = fn(KEY, x, 0.0)
+    np.testing.assert_array_equal(y, x)
+
+
+@pytest.mark.parametrize("name", ["inverted", "vanilla", "annealed"])
+@pytest.mark.parametrize("traced", [False, True])
+def test_rate_one_gives_zeros_and_finite_gradients(name: str, traced: bool) -> None:
+    x = _x()
+    fn = TRANSFORMS[name]
+    rate = jnp.float32(1.0) if traced else 1.0
+
+    def loss(x: jax.Array, rate: Any) -> jax.Array:
+        return jnp.sum(fn(KEY, x, rate) * x)
+
+    np.testing.assert_array_equal(fn(KEY, x, rate), jnp.zeros_like(x))
+    grad_x = jax.grad(loss)(x, rate)
+    np.testing.assert_array_equal(grad_x, jnp.zeros_like(x))
+    if traced:
+        assert jnp.isfinite(jax.grad(loss, argnums=1)(x, rate))
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+@pytest.mark.parametrize("rate", [0.0, 0.999])
+def test_edge_rates_give_finite_gradients_for_traced_rate(name: str, rate: float) -> None:
+    x = _x()
+
+    def loss(x: jax.Array, rate: jax.Array) -> jax.Array:
+        return jnp.sum(TRANSFORMS[name](KEY, x, rate) ** 2)
+
+    grads = jax.grad(loss, argnums=(0, 1))(x, jnp.float32(rate))
+    for grad in grads:
+        assert jnp.isfinite(grad).all()
+
+
+# --- transformations ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_eager_equals_jit(name: str) -> None:
+    x = _x(dtype=jnp.bfloat16)
+    fn = TRANSFORMS[name]
+    np.testing.assert_array_equal(jax.jit(lambda k, x: fn(k, x, 0.3))(KEY, x), fn(KEY, x, 0.3))
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+@pytest.mark.parametrize("raw", [False, True])
+def test_vmap_over_keys_equals_python_loop(name: str, raw: bool) -> None:
+    fn = TRANSFORMS[name]
+    keys = jax.random.split(KEY, 5)
+    if raw:
+        keys = jax.random.key_data(keys)
+    x = _x((8, 6))
+    batched = jax.vmap(lambda k: fn(k, x, 0.4))(keys)
+    looped = jnp.stack([fn(k, x, 0.4) for k in keys])
+    np.testing.assert_array_equal(batched, looped)
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_vmap_over_keys_inputs_and_rates(name: str) -> None:
+    fn = TRANSFORMS[name]
+    keys = jax.random.split(KEY, 4)
+    xs = _x((4, 10))
+    rates = jnp.array([0.0, 0.2, 0.5, 0.7], jnp.float32)
+    batched = jax.vmap(fn)(keys, xs, rates)
+    looped = jnp.stack([fn(k, x, r) for k, x, r in zip(keys, xs, rates, strict=True)])
+    np.testing.assert_array_equal(batched, looped)
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5])
+def test_inverted_gradient_is_mask_over_keep(rate: float) -> None:
+    x = _x()
+    grad = jax.grad(lambda x: jnp.sum(dx.inverted_dropout(KEY, x, rate)))(x)
+    mask = dx.keep_mask(KEY, x.shape, rate)
+    np.testing.assert_array_equal(grad, mask.astype(jnp.float32) / np.float32(1 - rate))
+
+
+def test_vanilla_gradient_is_mask() -> None:
+    x = _x()
+    grad = jax.grad(lambda x: jnp.sum(dx.vanilla_dropout(KEY, x, 0.4)))(x)
+    np.testing.assert_array_equal(grad, dx.keep_mask(KEY, x.shape, 0.4).astype(jnp.float32))
+
+
+def test_gaussian_dropout_gradient_is_the_multiplier() -> None:
+    x = _x()
+    grad = jax.grad(lambda x: jnp.sum(dx.gaussian_dropout(KEY, x, 0.3)))(x)
+    multiplier = dx.gaussian_dropout(KEY, jnp.ones_like(x), 0.3)
+    np.testing.assert_array_equal(grad, multiplier)
+
+
+def test_gradient_with_respect_to_traced_rate_holds_the_mask_fixed() -> None:
+    x = _x()
+    rate = jnp.float32(0.25)
+    grad = jax.grad(lambda r: jnp.sum(dx.inverted_dropout(KEY, x, r)))(rate)
+    mask = dx.keep_mask(KEY, x.shape, 0.25)
+    expected = jnp.sum(jnp.where(mask, x, 0)) / (1 - rate) ** 2
+    np.testing.assert_allclose(grad, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_check_grads(name: str) -> None:
+    fn = TRANSFORMS[name]
+    x = _x((4, 6))
+    check_grads(lambda x: fn(KEY, x, 0.3), (x,), order=2, modes=["fwd", "rev"])
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_backward_pass_stores_no_per_element_residual(name: str) -> None:
+    from jax._src.ad_checkpoint import saved_residuals
+
+    fn = TRANSFORMS[name]
+    x = _x((64, 64))
+    residuals = saved_residuals(lambda x: fn(KEY, x, 0.3), x)
+    sizes = [math.prod(aval.shape) for aval, _ in residuals]
+    assert all(size <= 2 for size in sizes), residuals
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_inside_scan_equals_python_loop(name: str) -> None:
+    fn = TRANSFORMS[name]
+    xs = _x((5, 3, 4))
+
+    def body(carry: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        step, x = inputs
+        y = fn(jax.random.fold_in(KEY, step), x + carry, 0.3)
+        return jnp.tanh(y), y
+
+    _, scanned = jax.lax.scan(body, jnp.zeros((3, 4)), (jnp.arange(5), xs))
+    carry = jnp.zeros((3, 4))
+    looped = []
+    for step in range(5):
+        y = fn(jax.random.fold_in(KEY, step), xs[step] + carry, 0.3)
+        carry = jnp.tanh(y)
+        looped.append(y)
+    np.testing.assert_allclose(scanned, jnp.stack(looped), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_under_checkpoint(name: str) -> None:
+    fn = TRANSFORMS[name]
+    x = _x()
+
+    def loss(x: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.sin(fn(KEY, jnp.cos(x), 0.3)))
+
+    np.testing.assert_array_equal(jax.checkpoint(loss)(x), loss(x))
+    np.testing.assert_allclose(
+        jax.grad(jax.checkpoint(loss))(x), jax.grad(loss)(x), rtol=1e-6, atol=1e-7
+    )
+
+
+# --- no recompilation -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_traced_rate_does_not_recompile(name: str) -> None:
+    fn = TRANSFORMS[name]
+    x = _x()
+    traces = []
+
+    @jax.jit
+    def step(rate: jax.Array) -> jax.Array:
+        traces.append(rate)
+        return fn(KEY, x, rate)
+
+    for rate in [0.0, 0.1, 0.5, 0.9]:
+        step(jnp.float32(rate))
+    assert len(traces) == 1
+
+
+def test_annealed_step_does_not_recompile() -> None:
+    decay = optax.cosine_decay_schedule(0.5, decay_steps=1000)
+    x = _x()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def train_step(step: jax.Array) -> jax.Array:
+        # optax's cosine schedule mixes Python floats with the step's dtype,
+        # which strict promotion rejects; a float step is what it expects.
+        return dx.annealed_dropout(
+            jax.random.fold_in(KEY, step), x, step.astype(jnp.float32), decay
+        )
+
+    for step in range(0, 1200, 100):
+        train_step(jnp.int32(step))
+
+
+def test_python_rates_share_one_compilation() -> None:
+    from dropoutx import _bernoulli
+
+    x = _x((3, 17))
+    dx.inverted_dropout(KEY, x, 0.11)
+    before = _bernoulli._masked._cache_size()
+    for rate in [0.12, 0.13, 0.5, 0.77]:
+        dx.inverted_dropout(KEY, x, rate)
+    assert _bernoulli._masked._cache_size() == before
+
+
+# --- float64 ------------------------------------------------------------------
+
+
+def test_float64_computes_in_float64() -> None:
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(0), (8, 8), jnp.float64)
+        y = dx.inverted_dropout(KEY, x, 0.3)
+        assert y.dtype == jnp.float64
+        mask = dx.keep_mask(KEY, x.shape, 0.3)
+        np.testing.assert_array_equal(y, jnp.where(mask, x / (1 - 0.3), 0.0))
+        inference = dx.vanilla_dropout(None, x, 0.3, deterministic=True)
+        np.testing.assert_array_equal(inference, x * (1 - 0.3))
+        for name, fn in TRANSFORMS.items():
+            assert fn(KEY, x, 0.3).dtype == jnp.float64, name
+
+
+def test_zero_size_and_scalar_inputs() -> None:
+    for name, fn in TRANSFORMS.items():
+        assert fn(KEY, jnp.zeros((0, 4)), 0.5).shape == (0, 4), name
+        assert fn(KEY, jnp.float32(2.0), 0.5).shape == (), name
