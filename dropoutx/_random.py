@@ -17,6 +17,7 @@ Keys of other implementations (rbg, unsafe_rbg) use ``jax.random.bits``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -29,6 +30,12 @@ import numpy as np
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _KEY_PARITY = 0x1BD11BDA
 _THREEFRY = "threefry2x32"
+
+
+@functools.cache
+def _raw_key_shape(impl: str) -> tuple[int, ...]:
+    """Shape of a raw key of the named implementation (``(2,)`` for threefry)."""
+    return jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape
 
 
 def check_key(fn_name: str, key: Any) -> jax.Array:
@@ -45,9 +52,7 @@ def check_key(fn_name: str, key: Any) -> jax.Array:
             f"dropoutx.{fn_name}: a PRNG key is required when "
             f"deterministic=False; pass e.g. jax.random.key(0)."
         )
-    if isinstance(key, jax.Array | np.ndarray) and jax.dtypes.issubdtype(
-        key.dtype, jax.dtypes.prng_key
-    ):
+    if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape:
             raise TypeError(
                 f"dropoutx.{fn_name}: accepts a single key, but was given a key "
@@ -55,7 +60,7 @@ def check_key(fn_name: str, key: Any) -> jax.Array:
                 f"of keys."
             )
         return key
-    raw_shape = jax.random.key_data(jax.random.key(0)).shape
+    raw_shape = _raw_key_shape(jax.config.jax_default_prng_impl)  # type: ignore[attr-defined]
     dtype = getattr(key, "dtype", None)
     if dtype == np.uint32 and key.shape[-len(raw_shape) :] == raw_shape:
         if key.shape != raw_shape:
