@@ -12,7 +12,8 @@ iota counter. The result is bit-identical to ``jax.random.bits(key, shape)``
 (with ``jax_threefry_partitionable``, the default), but every step is
 elementwise, so XLA fuses generation, comparison and selection into one pass,
 and under SPMD each shard computes its own counters without communication.
-Keys of other implementations (rbg, unsafe_rbg) use ``jax.random.bits``.
+Keys of other implementations (rbg, unsafe_rbg, philox, threefry4x32) use
+``jax.random.bits``.
 """
 
 from __future__ import annotations

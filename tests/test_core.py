@@ -87,7 +87,7 @@ def test_raw_and_typed_keys_agree() -> None:
         np.testing.assert_array_equal(fn(raw, x, 0.4), fn(typed, x, 0.4), err_msg=name)
 
 
-@pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])
+@pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg", "philox2x32", "philox4x32", "threefry4x32"])
 def test_other_key_implementations_use_jax_random_bits(impl: str) -> None:
     key = jax.random.key(3, impl=impl)
     np.testing.assert_array_equal(
