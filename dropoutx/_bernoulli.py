@@ -32,7 +32,8 @@ def _masked(
     dtype = _core.compute_dtype(x.dtype)
 
     def apply(key: jax.Array, x: jax.Array, rate: jax.Array, keep: jax.Array) -> jax.Array:
-        kept = _random.keep_mask(key, x.shape, rate, broadcast_dims)
+        sharding = jax.typeof(x).sharding
+        kept = _random.keep_mask(key, x.shape, rate, broadcast_dims, sharding)
         if rescale:
             # The second `where` keeps the division finite at keep == 0, where
             # every unit is dropped anyway; otherwise its gradient is NaN.
@@ -232,9 +233,11 @@ def annealed_dropout(
       step: the training step, a Python integer or a (possibly traced) JAX
         scalar.
       schedule: a callable mapping ``step`` to the drop rate, e.g. any optax
-        schedule. A rate it returns outside ``[0, 1]`` raises when ``step`` is
-        concrete and gives an all-NaN output when it is traced, as in
-        :func:`inverted_dropout`.
+        schedule. A rate within 1e-6 outside ``[0, 1]`` is taken as the
+        rounding error of a float32 schedule and moved onto the interval (optax's
+        linear schedule ends at -7.45e-9 under jit); a rate further out raises
+        when ``step`` is concrete and gives an all-NaN output when it is
+        traced, as in :func:`inverted_dropout`.
       deterministic: if true, return ``x`` unchanged and draw no random bits.
       broadcast_dims: axes of ``x`` that share one mask value.
 
@@ -258,9 +261,29 @@ def annealed_dropout(
     schedule = _validate.schedule("annealed_dropout", schedule)
     if _validate.deterministic("annealed_dropout", deterministic):
         return _validate.floating_input("annealed_dropout", x)
-    return _bernoulli_dropout(
-        "annealed_dropout", key, x, schedule(step), False, broadcast_dims, rescale=True
-    )
+    rate = _absorb_schedule_rounding(schedule(step))
+    return _bernoulli_dropout("annealed_dropout", key, x, rate, False, broadcast_dims, rescale=True)
+
+
+# A schedule evaluated in float32 can miss its end point by a rounding error:
+# optax.linear_schedule(0.5, 0.0, n) gives -7.45e-9 at step n under jit.
+_SCHEDULE_ROUNDING = 1e-6
+
+
+def _absorb_schedule_rounding(rate: Any) -> Any:
+    """Moves a scheduled rate within 1e-6 outside ``[0, 1]`` onto the interval.
+
+    Rates further out are left as they are, so they still raise (concrete) or
+    give NaN (traced).
+    """
+    concrete = _validate.concrete_scalar("annealed_dropout", "rate", rate)
+    if concrete is not None:
+        if -_SCHEDULE_ROUNDING <= concrete <= 1 + _SCHEDULE_ROUNDING:
+            return min(max(concrete, 0.0), 1.0)
+        return rate
+    rate = jnp.asarray(rate)
+    near = (rate >= -_SCHEDULE_ROUNDING) & (rate <= 1 + _SCHEDULE_ROUNDING)
+    return jnp.where(near, jnp.clip(rate, 0, 1), rate)
 
 
 @functools.partial(jax.jit, static_argnames=("shape", "broadcast_dims"))

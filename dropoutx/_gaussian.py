@@ -38,11 +38,18 @@ def _noisy(
     noise_shape = tuple(1 if axis in broadcast_dims else n for axis, n in enumerate(x.shape))
 
     def apply(key: jax.Array, x: jax.Array, stddev: jax.Array) -> jax.Array:
-        eps = _random.standard_normal(key, noise_shape).astype(dtype)
-        noise = stddev.astype(dtype) * jnp.broadcast_to(eps, x.shape)
+        sharding = jax.typeof(x).sharding
+        noise_sharding = _random.replicated_along(sharding, broadcast_dims)
+        eps = _random.standard_normal(key, noise_shape, noise_sharding).astype(dtype)
+        noise = stddev.astype(dtype) * jnp.broadcast_to(eps, x.shape, out_sharding=sharding)
         wide = x.astype(dtype)
         return (wide * (1 + noise) if multiplicative else wide + noise).astype(x.dtype)
 
+    # The barrier keeps the scalar opaque to XLA: a Python stddev inside an
+    # outer jit would otherwise be folded into the fused kernel as a constant
+    # and the arithmetic rewritten around it, so the result would differ by a
+    # rounding from the eager call. It costs nothing per element.
+    stddev = jax.lax.optimization_barrier(stddev)
     y = jax.checkpoint(apply)(key, x, stddev)
     if multiplicative:
         valid = (param >= 0) & (param < 1)

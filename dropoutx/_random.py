@@ -25,6 +25,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+# The sharding of generated bits: ``jax.typeof(x).sharding``, a spec, or None.
+Sharding = NamedSharding | PartitionSpec | None
 
 # Rotation distances of Threefry-2x32, alternating between the two groups of
 # four rounds, and the key-schedule parity constant (Salmon et al. 2011).
@@ -101,23 +105,46 @@ def _threefry2x32(
     return x0, x1
 
 
-def _flat_index(shape: tuple[int, ...]) -> jax.Array:
+def replicated_along(sharding: Sharding, axes: tuple[int, ...]) -> Sharding:
+    """``sharding`` with the array axes ``axes`` unsharded (e.g. size-1 broadcast axes).
+
+    A mask shared along a sharded axis has size 1 there, so it cannot be split
+    over that mesh axis; each device holds the one value and broadcasts it to
+    its shard locally.
+    """
+    if sharding is None or not axes:
+        return sharding
+    spec = sharding.spec if isinstance(sharding, NamedSharding) else sharding
+    spec = PartitionSpec(*(None if axis in axes else entry for axis, entry in enumerate(spec)))
+    return sharding.update(spec=spec) if isinstance(sharding, NamedSharding) else spec
+
+
+def _flat_index(shape: tuple[int, ...], out_sharding: Sharding = None) -> jax.Array:
     """Row-major flat index of every element, as uint32 (size < 2**32)."""
-    index = jnp.zeros(shape, jnp.uint32)
+    index = jnp.zeros(shape, jnp.uint32, out_sharding=out_sharding)
     stride = 1
     for axis in reversed(range(len(shape))):
-        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride)
+        counter = jax.lax.broadcasted_iota(jnp.uint32, shape, axis, out_sharding=out_sharding)
+        index = index + counter * np.uint32(stride)
         stride *= shape[axis]
     return index
 
 
-def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """``uint32`` bits equal to ``jax.random.bits(key, shape)``, fusibly."""
+def random_bits(key: jax.Array, shape: tuple[int, ...], out_sharding: Sharding = None) -> jax.Array:
+    """``uint32`` bits equal to ``jax.random.bits(key, shape)``, fusibly.
+
+    ``out_sharding`` (e.g. ``jax.typeof(x).sharding``) places the counters, so
+    that on a mesh with explicit axes each device hashes only its own shard;
+    with automatic axes the partitioner does the same by propagation. The bits
+    do not depend on it.
+    """
     if str(jax.random.key_impl(key)) != _THREEFRY or math.prod(shape) >= 2**32:
-        return jax.random.bits(key, shape, jnp.uint32)
+        return jax.random.bits(key, shape, jnp.uint32, out_sharding=out_sharding)
     key_data = jax.random.key_data(key)
-    high = jnp.zeros(shape, jnp.uint32)
-    word0, word1 = _threefry2x32((key_data[0], key_data[1]), (high, _flat_index(shape)))
+    high = jnp.zeros(shape, jnp.uint32, out_sharding=out_sharding)
+    word0, word1 = _threefry2x32(
+        (key_data[0], key_data[1]), (high, _flat_index(shape, out_sharding))
+    )
     return word0 ^ word1
 
 
@@ -133,28 +160,36 @@ def drop_threshold(rate: jax.Array) -> jax.Array:
 
 
 def keep_mask(
-    key: jax.Array, shape: tuple[int, ...], rate: jax.Array, broadcast_dims: tuple[int, ...]
+    key: jax.Array,
+    shape: tuple[int, ...],
+    rate: jax.Array,
+    broadcast_dims: tuple[int, ...],
+    out_sharding: Sharding = None,
 ) -> jax.Array:
     """Boolean mask of ``shape``, ``True`` with probability ``1 - rate``.
 
     One value is drawn per position of the shape with ``broadcast_dims`` set to
     1, then broadcast. A rate of 1, or one outside ``[0, 1)`` (or NaN), drops
-    everything.
+    everything. ``out_sharding`` is the sharding of the mask (see
+    :func:`random_bits`); it may shard a broadcast axis.
     """
     mask_shape = tuple(1 if axis in broadcast_dims else n for axis, n in enumerate(shape))
-    bits = random_bits(key, mask_shape)
+    bits = random_bits(key, mask_shape, replicated_along(out_sharding, broadcast_dims))
     rate = jnp.asarray(rate, jnp.float32)
     kept = (bits >= drop_threshold(rate)) & (rate >= 0) & (rate < 1)
-    return jnp.broadcast_to(kept, shape)
+    return jnp.broadcast_to(kept, shape, out_sharding=out_sharding)
 
 
-def standard_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+def standard_normal(
+    key: jax.Array, shape: tuple[int, ...], out_sharding: Sharding = None
+) -> jax.Array:
     """float32 N(0, 1) samples equal to ``jax.random.normal(key, shape)``.
 
     The inverse-CDF method: 23 random mantissa bits give a uniform number on
     ``(-1, 1)``, and ``sqrt(2) * erfinv(u)`` maps it to a standard normal.
+    ``out_sharding`` places the samples, as in :func:`random_bits`.
     """
-    bits = random_bits(key, shape)
+    bits = random_bits(key, shape, out_sharding)
     one_bits = np.float32(1.0).view(np.uint32)
     unit = jax.lax.bitcast_convert_type((bits >> np.uint32(9)) | one_bits, jnp.float32) - 1
     low = np.nextafter(np.float32(-1), np.float32(0))

@@ -140,12 +140,43 @@ def schedule(fn_name: str, value: Any) -> Callable[[Any], Any]:
     return value
 
 
-def deterministic(fn_name: str, value: Any) -> bool:
-    """Checks the ``deterministic`` flag, which must be known at trace time."""
+def static_bool(fn_name: str, arg_name: str, value: Any) -> bool:
+    """Checks a flag that selects the code path, so must be a Python bool."""
     if not isinstance(value, bool | np.bool_):
         raise TypeError(
-            f"dropoutx.{fn_name}: deterministic must be a Python bool, got "
-            f"{value!r}. It selects the code path, so it cannot be traced; "
-            f"pass it as a static argument to jax.jit."
+            f"dropoutx.{fn_name}: {arg_name} must be a Python bool, got "
+            f"{arg_name}={value!r}. It selects the code path, so it cannot be "
+            f"traced; pass it as a static argument to jax.jit."
         )
     return bool(value)
+
+
+def deterministic(fn_name: str, value: Any) -> bool:
+    """Checks the ``deterministic`` flag, which must be known at trace time."""
+    return static_bool(fn_name, "deterministic", value)
+
+
+def axis(fn_name: str, arg_name: str, value: Any, ndim: int) -> int:
+    """Normalises an axis of an array of rank ``ndim`` to ``[0, ndim)``, or raises."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool):
+        raise TypeError(f"dropoutx.{fn_name}: {arg_name} must be an int, got {arg_name}={value!r}.")
+    if not -ndim <= value < ndim:
+        raise ValueError(
+            f"dropoutx.{fn_name}: {arg_name}={value} is out of range for an "
+            f"input of rank {ndim}; it must lie in [{-ndim}, {ndim})."
+        )
+    return int(value) % ndim
+
+
+def count(fn_name: str, arg_name: str, value: Any, *, minimum: int) -> int:
+    """Checks a static integer count, ``>= minimum``."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool | np.bool_):
+        raise TypeError(
+            f"dropoutx.{fn_name}: {arg_name} must be a Python int, got "
+            f"{arg_name}={value!r}. It sets array shapes, so it cannot be traced."
+        )
+    if value < minimum:
+        raise ValueError(
+            f"dropoutx.{fn_name}: {arg_name} must be >= {minimum}, got {arg_name}={value}."
+        )
+    return int(value)

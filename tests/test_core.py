@@ -178,6 +178,17 @@ def test_gaussian_noise_formula(dtype: Any) -> None:
     _assert_within_float32_rounding(y, wide + np.float32(0.3) * eps, magnitude, dtype)
 
 
+def test_annealed_absorbs_schedule_rounding_at_the_end_point() -> None:
+    # optax.linear_schedule(0.5, 0.0, 20) is -7.45e-9 at step 20 under jit.
+    schedule = optax.linear_schedule(0.5, 0.0, transition_steps=20)
+    x = _x()
+    step_fn = jax.jit(lambda step: dx.annealed_dropout(KEY, x, step, schedule))
+    np.testing.assert_array_equal(step_fn(jnp.int32(20)), x)
+    np.testing.assert_array_equal(dx.annealed_dropout(KEY, x, 20, schedule), x)
+    below = jax.jit(lambda s: dx.annealed_dropout(KEY, x, s, lambda s: s))(jnp.float32(-1e-3))
+    assert jnp.isnan(below).all()
+
+
 def test_annealed_follows_the_schedule() -> None:
     schedule = optax.linear_schedule(0.8, 0.0, transition_steps=100)
     x = _x()
@@ -255,11 +266,16 @@ def test_edge_rates_give_finite_gradients_for_traced_rate(name: str, rate: float
 # --- transformations ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("name", list(TRANSFORMS))
-def test_eager_equals_jit(name: str) -> None:
-    x = _x(dtype=jnp.bfloat16)
+def test_eager_equals_jit(name: str, dtype: Any) -> None:
+    x = _x((64, 64), dtype=dtype)
     fn = TRANSFORMS[name]
-    np.testing.assert_array_equal(jax.jit(lambda k, x: fn(k, x, 0.3))(KEY, x), fn(KEY, x, 0.3))
+    eager = fn(KEY, x, 0.3)
+    np.testing.assert_array_equal(jax.jit(lambda k, x: fn(k, x, 0.3))(KEY, x), eager)
+    # Fused with surrounding work, the transform still rounds the same way.
+    fused = jax.jit(lambda k, x: fn(k, jnp.negative(x), 0.3) * 2)(KEY, -x)
+    np.testing.assert_array_equal(fused, (eager.astype(jnp.float32) * 2).astype(dtype))
 
 
 @pytest.mark.parametrize("name", list(TRANSFORMS))

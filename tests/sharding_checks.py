@@ -1,0 +1,370 @@
+"""Sharding checks, run in a subprocess with 8 simulated CPU devices.
+
+``python tests/sharding_checks.py [NAME ...]`` runs the named checks (all by
+default) and prints one line ``SHARDING_CHECKS_JSON {...}`` mapping each name to
+``"ok"`` or the reason it failed. ``tests/test_sharding.py`` runs it, because the
+device count is fixed when JAX starts its backend, and the main pytest session
+has already started it with one device. Importing this module starts nothing.
+
+For every transform, on a 4 x 2 ``('data', 'model')`` mesh, each check proves:
+
+- the output has the input's sharding;
+- the compiled per-device program contains no collective (all-gather,
+  all-reduce, all-to-all, collective-permute, reduce-scatter,
+  collective-broadcast);
+- no array in that program has more elements than one shard of the input, so
+  each device generates only its own part of the mask or noise;
+- the values equal those of the same call on one device with the same key,
+  bit for bit.
+
+It does so under ``jax.jit`` with ``NamedSharding`` arguments and no context
+mesh (``jit``), and under ``jax.set_mesh`` with ``AxisType.Auto`` (``auto``) and
+``AxisType.Explicit`` (``explicit``) axes. The ``shard_map`` checks cover
+:func:`dropoutx.shard_key`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import re
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import dropoutx as dx
+from dropoutx._sharding import shard_key
+
+NUM_DEVICES = 8
+MESH_SHAPE = (4, 2)
+MESH_AXES = ("data", "model")
+MESH_KINDS = ("jit", "auto", "explicit")
+COLLECTIVES = (
+    "all-gather",
+    "all-reduce",
+    "all-to-all",
+    "collective-permute",
+    "reduce-scatter",
+    "collective-broadcast",
+)
+_ARRAY_SHAPE = re.compile(r"\b(?:pred|[suf]\d+|bf16|f8\w*)\[([0-9,]*)\]")
+_SCHEDULE = optax.linear_schedule(0.5, 0.0, transition_steps=100)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A call ``fn(key, x, *extra)`` on ``x`` of ``shape`` sharded as ``spec``."""
+
+    fn: Callable[..., jax.Array]
+    shape: tuple[int, ...] = (64, 32)
+    spec: tuple[str | None, ...] = ("data", "model")  # of a PartitionSpec
+    dtype: type = jnp.float32
+    extra: tuple[float, ...] = ()  # traced scalar arguments
+    key_batch: bool = False  # one key per row, sharded like the rows
+
+
+def _loss_grad(dropout: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+    """The gradient of ``sum(dropout(x) ** 2) / 2``, which depends on ``x``."""
+    return jax.grad(lambda x: (dropout(x) ** 2).sum() / 2)
+
+
+CASES: dict[str, Case] = {
+    "inverted_dropout": Case(lambda k, x: dx.inverted_dropout(k, x, 0.3)),
+    "vanilla_dropout": Case(lambda k, x: dx.vanilla_dropout(k, x, 0.3)),
+    "annealed_dropout": Case(lambda k, x: dx.annealed_dropout(k, x, 20, _SCHEDULE)),
+    "gaussian_dropout": Case(lambda k, x: dx.gaussian_dropout(k, x, 0.3)),
+    "gaussian_noise": Case(lambda k, x: dx.gaussian_noise(k, x, 0.5)),
+    "inverted_dropout_bfloat16": Case(
+        lambda k, x: dx.inverted_dropout(k, x, 0.3), dtype=jnp.bfloat16
+    ),
+    "inverted_dropout_traced_rate": Case(
+        lambda k, x, rate: dx.inverted_dropout(k, x, rate), extra=(0.3,)
+    ),
+    "annealed_dropout_traced_step": Case(
+        lambda k, x, step: dx.annealed_dropout(k, x, step, _SCHEDULE), extra=(20.0,)
+    ),
+    "gaussian_noise_traced_stddev": Case(
+        lambda k, x, stddev: dx.gaussian_noise(k, x, stddev), extra=(0.5,)
+    ),
+    # broadcast_dims along a sharded axis: the mask has size 1 there and each
+    # device broadcasts its copy locally (flax.nnx.Dropout fails here).
+    "inverted_dropout_broadcast_data_axis": Case(
+        lambda k, x: dx.inverted_dropout(k, x, 0.3, broadcast_dims=(0,))
+    ),
+    "inverted_dropout_broadcast_model_axis": Case(
+        lambda k, x: dx.inverted_dropout(k, x, 0.3, broadcast_dims=(1,))
+    ),
+    "vanilla_dropout_broadcast_data_axis": Case(
+        lambda k, x: dx.vanilla_dropout(k, x, 0.3, broadcast_dims=(0,))
+    ),
+    "gaussian_dropout_broadcast_data_axis": Case(
+        lambda k, x: dx.gaussian_dropout(k, x, 0.3, broadcast_dims=(0,))
+    ),
+    "drop_path": Case(lambda k, x: dx.drop_path(k, x, 0.3)),
+    "channel_dropout_nhwc": Case(
+        lambda k, x: dx.inverted_dropout(k, x, 0.3, broadcast_dims=(1, 2)),
+        shape=(8, 6, 6, 4),
+        spec=("data", None, None, "model"),
+    ),
+    "grad_inverted_dropout": Case(
+        lambda k, x: _loss_grad(lambda x: dx.inverted_dropout(k, x, 0.3))(x)
+    ),
+    "grad_inverted_dropout_broadcast_data_axis": Case(
+        lambda k, x: _loss_grad(lambda x: dx.inverted_dropout(k, x, 0.3, broadcast_dims=(0,)))(x)
+    ),
+    "grad_gaussian_dropout": Case(
+        lambda k, x: _loss_grad(lambda x: dx.gaussian_dropout(k, x, 0.3))(x)
+    ),
+    "vmap_inverted_dropout_key_per_row": Case(
+        jax.vmap(lambda k, x: dx.inverted_dropout(k, x, 0.3)), key_batch=True
+    ),
+    "vmap_gaussian_noise_key_per_row": Case(
+        jax.vmap(lambda k, x: dx.gaussian_noise(k, x, 0.5)), key_batch=True
+    ),
+}
+
+
+def _mesh(kind: str) -> jax.sharding.Mesh:
+    axis_type = AxisType.Explicit if kind == "explicit" else AxisType.Auto
+    return jax.make_mesh(MESH_SHAPE, MESH_AXES, axis_types=(axis_type,) * len(MESH_AXES))
+
+
+@contextlib.contextmanager
+def _context(kind: str, mesh: jax.sharding.Mesh) -> Iterator[None]:
+    """``jax.set_mesh(mesh)`` for the auto and explicit kinds; nothing for jit."""
+    if kind == "jit":
+        yield
+    else:
+        with jax.set_mesh(mesh):
+            yield
+
+
+def _compile(fn: Callable[..., jax.Array], *args: jax.Array) -> tuple[jax.Array, str]:
+    """Runs ``jax.jit(fn)`` and returns its output and per-device compiled HLO."""
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled(*args), compiled.as_text()
+
+
+def assert_no_collectives(hlo: str) -> None:
+    found = sorted({name for name in COLLECTIVES if name in hlo})
+    assert not found, f"collectives in the compiled program: {found}"
+
+
+def assert_local_only(hlo: str, shard_shape: tuple[int, ...]) -> None:
+    """No array in the per-device program is bigger than one shard.
+
+    An array of the shard's rank is no longer than the shard along any axis
+    (so a mask shared along a sharded axis is split along the others); any
+    other array has at most as many elements as the shard.
+    """
+    too_big = set()
+    for dims in set(_ARRAY_SHAPE.findall(hlo)):
+        shape = tuple(int(d) for d in dims.split(",") if d)
+        if len(shape) == len(shard_shape):
+            if any(n > limit for n, limit in zip(shape, shard_shape, strict=True)):
+                too_big.add(shape)
+        elif np.prod(shape) > np.prod(shard_shape):
+            too_big.add(shape)
+    assert not too_big, f"arrays larger than one shard {shard_shape}: {sorted(too_big)}"
+
+
+def assert_sharding(y: jax.Array, x: jax.Array) -> None:
+    assert y.sharding.is_equivalent_to(x.sharding, x.ndim), (
+        f"output sharding {y.sharding} differs from the input's {x.sharding}"
+    )
+
+
+def _inputs(case: Case) -> tuple[jax.Array, ...]:
+    """Unsharded key (or keys), x and extra arguments for ``case``."""
+    key = jax.random.key(42)
+    if case.key_batch:
+        key = jax.random.split(key, case.shape[0])
+    size = int(np.prod(case.shape))
+    x = (np.arange(size, dtype=np.float32).reshape(case.shape) - size / 2) / size
+    extra = tuple(jnp.float32(value) for value in case.extra)
+    return (key, jnp.asarray(x, case.dtype), *extra)
+
+
+def check_case(kind: str, case: Case) -> None:
+    key, x, *extra = _inputs(case)
+    expected = np.asarray(jax.jit(case.fn)(key, x, *extra))
+    mesh = _mesh(kind)
+    with _context(kind, mesh):
+        x_sharded = jax.device_put(x, NamedSharding(mesh, P(*case.spec)))
+        if case.key_batch:
+            key = jax.device_put(key, NamedSharding(mesh, P(case.spec[0])))
+        y, hlo = _compile(case.fn, key, x_sharded, *extra)
+    assert_sharding(y, x_sharded)
+    assert_no_collectives(hlo)
+    assert_local_only(hlo, x_sharded.addressable_shards[0].data.shape)
+    np.testing.assert_array_equal(np.asarray(y), expected)
+
+
+def check_eager(kind: str) -> None:
+    """Without an outer ``jit``, each transform's own jitted core shards its mask."""
+    key, x = _inputs(Case(dx.inverted_dropout))
+    mesh = _mesh(kind)
+    for fn in (dx.inverted_dropout, dx.vanilla_dropout, dx.gaussian_dropout):
+        expected = np.asarray(fn(key, x, 0.3, broadcast_dims=(0,)))
+        with _context(kind, mesh):
+            x_sharded = jax.device_put(x, NamedSharding(mesh, P("data", "model")))
+            y = fn(key, x_sharded, 0.3, broadcast_dims=(0,))
+        assert_sharding(y, x_sharded)
+        np.testing.assert_array_equal(np.asarray(y), expected)
+
+
+def check_keep_mask(kind: str) -> None:
+    """``keep_mask`` takes a shape, not an array, so its sharding is requested.
+
+    With automatic axes, a sharding constraint on the mask propagates back to
+    the counters; with explicit axes, ``jax.sharding.auto_axes`` does the same.
+    """
+    key, shape, spec = jax.random.key(42), (64, 32), P("data", "model")
+    expected = np.asarray(dx.keep_mask(key, shape, 0.3))
+    mesh = _mesh(kind)
+
+    def mask(key: jax.Array) -> jax.Array:
+        if kind == "explicit":
+            make = jax.sharding.auto_axes(lambda k: dx.keep_mask(k, shape, 0.3), out_sharding=spec)
+            return make(key)
+        return jax.lax.with_sharding_constraint(
+            dx.keep_mask(key, shape, 0.3), NamedSharding(mesh, spec)
+        )
+
+    with _context(kind, mesh):
+        y, hlo = _compile(mask, key)
+    assert y.sharding.is_equivalent_to(NamedSharding(mesh, spec), 2), y.sharding
+    assert_no_collectives(hlo)
+    assert_local_only(hlo, (16, 16))
+    np.testing.assert_array_equal(np.asarray(y), expected)
+
+
+def _blocks(y: jax.Array) -> list[np.ndarray]:
+    """The 16 x 16 blocks of a 64 x 32 array, in row-major device order."""
+    y = np.asarray(y)
+    return [y[16 * i : 16 * (i + 1), 16 * j : 16 * (j + 1)] for i in range(4) for j in range(2)]
+
+
+def _shard_mapped_mask(
+    kind: str, key_fn: Callable[[jax.Array], jax.Array]
+) -> tuple[jax.Array, str]:
+    mesh = _mesh(kind)
+    spec = P("data", "model")
+
+    def local(key: jax.Array, x: jax.Array) -> jax.Array:
+        return dx.keep_mask(key_fn(key), x.shape, 0.5)
+
+    fn = jax.shard_map(local, mesh=mesh, in_specs=(P(), spec), out_specs=spec)
+    with _context(kind, mesh):
+        x = jax.device_put(jnp.ones((64, 32)), NamedSharding(mesh, spec))
+        return _compile(fn, jax.random.key(42), x)
+
+
+def check_shard_map_shard_key(kind: str) -> None:
+    """``shard_key`` over both axes: one independent mask per block, no communication.
+
+    Block ``(i, j)`` is the mask of ``fold_in(key, 2 * i + j)`` on a 16 x 16
+    block, so all eight differ.
+    """
+    y, hlo = _shard_mapped_mask(kind, lambda k: shard_key(k, ("data", "model")))
+    assert_no_collectives(hlo)
+    blocks = _blocks(y)
+    for index, block in enumerate(blocks):
+        expected = dx.keep_mask(jax.random.fold_in(jax.random.key(42), index), (16, 16), 0.5)
+        np.testing.assert_array_equal(block, np.asarray(expected))
+    distinct = {block.tobytes() for block in blocks}
+    assert len(distinct) == len(blocks), f"only {len(distinct)} distinct masks"
+
+
+def check_shard_map_same_key_repeats(kind: str) -> None:
+    """The pitfall ``shard_key`` avoids: one key inside shard_map repeats the mask."""
+    y, _ = _shard_mapped_mask(kind, lambda k: k)
+    blocks = _blocks(y)
+    assert all((block == blocks[0]).all() for block in blocks)
+
+
+def check_shard_map_data_axis_only() -> None:
+    """Data-parallel activations replicated over 'model' keep identical copies.
+
+    ``shard_key(key, 'data')`` does not vary over 'model', so shard_map's
+    replication check accepts ``out_specs=P('data')``.
+    """
+    mesh = _mesh("auto")
+
+    def local(key: jax.Array, x: jax.Array) -> jax.Array:
+        return dx.inverted_dropout(shard_key(key, "data"), x, 0.5)
+
+    fn = jax.shard_map(local, mesh=mesh, in_specs=(P(), P("data")), out_specs=P("data"))
+    x = jax.device_put(jnp.ones((64, 32)), NamedSharding(mesh, P("data")))
+    y, hlo = _compile(fn, jax.random.key(42), x)
+    assert_no_collectives(hlo)
+    rows = np.asarray(y).reshape(4, 16, 32)
+    assert len({block.tobytes() for block in rows}) == 4
+
+
+def check_shard_map_gradient() -> None:
+    """Gradients through dropout with ``shard_key`` are the same local mask / keep."""
+    mesh = _mesh("auto")
+    spec = P("data", "model")
+
+    def local_loss(key: jax.Array, x: jax.Array) -> jax.Array:
+        return dx.inverted_dropout(shard_key(key, MESH_AXES), x, 0.5)
+
+    def grad(key: jax.Array, x: jax.Array) -> jax.Array:
+        dropout = jax.shard_map(local_loss, mesh=mesh, in_specs=(P(), spec), out_specs=spec)
+        return jax.grad(lambda x: dropout(key, x).sum())(x)
+
+    x = jax.device_put(jnp.ones((64, 32)), NamedSharding(mesh, spec))
+    g, hlo = _compile(grad, jax.random.key(42), x)
+    assert_no_collectives(hlo)
+    y, _ = _compile(
+        jax.shard_map(local_loss, mesh=mesh, in_specs=(P(), spec), out_specs=spec),
+        jax.random.key(42),
+        x,
+    )
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(y))  # both are mask / keep
+
+
+def all_checks() -> dict[str, Callable[[], None]]:
+    """Every check by name, without running anything."""
+    checks: dict[str, Callable[[], None]] = {}
+    for kind in MESH_KINDS:
+        for name, case in CASES.items():
+            checks[f"{kind}-{name}"] = lambda kind=kind, case=case: check_case(kind, case)
+        checks[f"{kind}-eager"] = lambda kind=kind: check_eager(kind)
+        checks[f"{kind}-keep_mask"] = lambda kind=kind: check_keep_mask(kind)
+    for kind in ("auto", "explicit"):
+        checks[f"{kind}-shard_map_shard_key"] = lambda kind=kind: check_shard_map_shard_key(kind)
+        checks[f"{kind}-shard_map_same_key_repeats"] = lambda kind=kind: (
+            check_shard_map_same_key_repeats(kind)
+        )
+    checks["auto-shard_map_data_axis_only"] = check_shard_map_data_axis_only
+    checks["auto-shard_map_gradient"] = check_shard_map_gradient
+    return checks
+
+
+def main(names: list[str]) -> None:
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", NUM_DEVICES)
+    assert jax.device_count() == NUM_DEVICES, jax.devices()
+    checks = all_checks()
+    results = {}
+    for name in names or checks:
+        try:
+            checks[name]()
+            results[name] = "ok"
+        except Exception as error:  # reported, with its traceback, to the test
+            results[name] = f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
+    print("SHARDING_CHECKS_JSON " + json.dumps(results))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
