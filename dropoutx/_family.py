@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from dropoutx import _bernoulli, _core, _random, _validate
@@ -27,7 +28,7 @@ SELU_SATURATION = -_SELU_SCALE * _SELU_ALPHA
 # --- alpha dropout --------------------------------------------------------------
 
 
-def _alpha_affine(rate: jax.Array, dtype: jnp.dtype) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _alpha_affine(rate: Any, xp: Any = jnp) -> tuple[Any, Any, Any]:
     """``(scale, offset, dropped)``: kept units map to ``scale * (x + offset)``.
 
     ``scale = ((1 - rate) * (1 + rate * alpha'**2)) ** -0.5`` and ``offset =
@@ -35,12 +36,14 @@ def _alpha_affine(rate: jax.Array, dtype: jnp.dtype) -> tuple[jax.Array, jax.Arr
     take ``dropped = scale * (alpha' + offset) = a * alpha' + b``. At ``rate ==
     1`` (keep 0), where ``a`` is infinite, all three are 0: ``dropped`` is its
     limit, and the second ``where`` keeps every gradient finite.
+
+    ``xp`` is ``numpy`` for a Python rate (computed in float64 and rounded
+    once by the caller) or ``jax.numpy`` for a traced one.
     """
-    rate = rate.astype(dtype)
     keep = 1 - rate
     positive = keep > 0
-    safe_keep = jnp.where(positive, keep, 1)
-    scale = jnp.where(positive, 1 / jnp.sqrt(safe_keep * (1 + rate * SELU_SATURATION**2)), 0)
+    safe_keep = xp.where(positive, keep, 1)
+    scale = xp.where(positive, 1 / xp.sqrt(safe_keep * (1 + rate * SELU_SATURATION**2)), 0)
     offset = -SELU_SATURATION * rate
     dropped = scale * (SELU_SATURATION + offset)
     return scale, offset, dropped
@@ -48,21 +51,31 @@ def _alpha_affine(rate: jax.Array, dtype: jnp.dtype) -> tuple[jax.Array, jax.Arr
 
 @functools.partial(jax.jit, static_argnames=("broadcast_dims",))
 def _alpha_masked(
-    key: jax.Array, x: jax.Array, rate: jax.Array, *, broadcast_dims: tuple[int, ...]
+    key: jax.Array,
+    x: jax.Array,
+    rate: jax.Array,
+    coefficients: tuple[jax.Array, jax.Array, jax.Array],
+    *,
+    broadcast_dims: tuple[int, ...],
 ) -> jax.Array:
-    """``where(mask, a * x + b, a * alpha' + b)`` in float32 (float64), rounded once.
+    """``where(mask, scale * (x + offset), dropped)``, rounded once.
 
-    The body runs under ``jax.checkpoint``: the backward pass regenerates the
-    mask from the key, so nothing per-element is saved.
+    The coefficients come in precomputed, so the only per-element arithmetic
+    is an add followed by a multiply: no multiply-add that XLA could contract
+    differently in different programs, so eager and jitted calls agree bit for
+    bit. The body runs under ``jax.checkpoint``: the backward pass regenerates
+    the mask from the key, so nothing per-element is saved.
     """
     dtype = _core.compute_dtype(x.dtype)
 
-    def apply(key: jax.Array, x: jax.Array, rate: jax.Array) -> jax.Array:
+    def apply(
+        key: jax.Array, x: jax.Array, rate: jax.Array, coefficients: tuple[jax.Array, ...]
+    ) -> jax.Array:
         kept = _random.keep_mask(key, x.shape, rate, broadcast_dims, jax.typeof(x).sharding)
-        scale, offset, dropped = _alpha_affine(rate, dtype)
+        scale, offset, dropped = (c.astype(dtype) for c in coefficients)
         return jnp.where(kept, scale * (x.astype(dtype) + offset), dropped).astype(x.dtype)
 
-    y = jax.checkpoint(apply)(key, x, rate)
+    y = jax.checkpoint(apply)(key, x, rate, coefficients)
     return _core.guard_traced("alpha_dropout", y, "rate", rate, _core.rate_in_range(rate), "[0, 1]")
 
 
@@ -148,9 +161,19 @@ def alpha_dropout(
         return x
     if rate_value == 1.0:
         return jnp.zeros_like(x)
+    dtype = _core.compute_dtype(x.dtype)
     if rate_value is not None:
-        rate = jnp.asarray(rate_value, _core.compute_dtype(x.dtype))
-    return _alpha_masked(key, x, jnp.asarray(rate), broadcast_dims=dims)
+        rate = jnp.asarray(rate_value, jnp.float32)
+        scale, offset, dropped = _alpha_affine(np.float64(rate_value), np)
+    else:
+        rate = jnp.asarray(rate)
+        scale, offset, dropped = _alpha_affine(rate.astype(dtype))
+    coefficients = (
+        jnp.asarray(scale, dtype),
+        jnp.asarray(offset, dtype),
+        jnp.asarray(dropped, dtype),
+    )
+    return _alpha_masked(key, x, rate, coefficients, broadcast_dims=dims)
 
 
 # --- drop path (stochastic depth) ---------------------------------------------------

@@ -11,6 +11,11 @@ same fields, the same call, no parameters or variables of its own, and the
 same output at inference. While training it draws a different (but equally
 distributed) mask from the same key, keeps bf16 and fp16 unbiased, and accepts
 a traced ``rate``.
+
+The rest of the family: :class:`AlphaDropout` (for SELU networks),
+:class:`DropPath` (stochastic depth, whole examples) and
+:class:`DropConnectDense` (a :class:`flax.linen.Dense` whose kernel, not its
+output, is dropped out while training).
 """
 
 from __future__ import annotations
@@ -20,15 +25,21 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from flax import errors
+from flax.linen.dtypes import promote_dtype
 from jax.typing import ArrayLike
 
 from dropoutx import _validate
 from dropoutx._bernoulli import annealed_dropout, inverted_dropout, vanilla_dropout
+from dropoutx._family import alpha_dropout, drop_path
 from dropoutx._gaussian import gaussian_dropout, gaussian_noise
 
 __all__ = (
+    "AlphaDropout",
     "AnnealedDropout",
+    "DropConnectDense",
+    "DropPath",
     "Dropout",
     "GaussianDropout",
     "GaussianNoise",
@@ -434,3 +445,242 @@ class AnnealedDropout(nn.Module):
         return annealed_dropout(
             key, inputs, step, self.schedule, broadcast_dims=self.broadcast_dims
         )
+
+
+class AlphaDropout(nn.Module):
+    """Alpha dropout for self-normalizing networks (SELU), keeping mean 0 and variance 1.
+
+    While training, dropped units are set to SELU's negative saturation
+    ``alpha'`` and an affine correction ``y = a * where(mask, x, alpha') + b``
+    keeps inputs of mean 0 and variance 1 at mean 0 and variance 1 (Klambauer
+    et al. 2017); at inference ``y = x``. Calls :func:`dropoutx.alpha_dropout`.
+    Fields and call as :class:`Dropout`.
+
+    Attributes:
+      rate: the probability of dropping a unit, in ``[0, 1]``; a Python number
+        or a (possibly traced) JAX scalar.
+      broadcast_dims: axes that share one mask value (the spatial axes, for
+        feature alpha dropout).
+      deterministic: if true, return the input unchanged; may instead be given
+        at call time.
+      rng_collection: the rng collection the key is drawn from.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from dropoutx import linen as dxl
+      >>> x = jax.random.normal(jax.random.key(1), (1000, 1000))
+      >>> layer = dxl.AlphaDropout(0.2)
+      >>> y = layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+      >>> y.shape, y.dtype
+      ((1000, 1000), dtype('float32'))
+      >>> bool(abs(y.mean()) < 0.01), bool(abs(y.var() - 1) < 0.01)  # mean 0, variance 1
+      (True, True)
+      >>> bool((layer.apply({}, x, deterministic=True) == x).all())
+      True
+    """
+
+    rate: ArrayLike
+    broadcast_dims: Sequence[int] = ()
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    def __post_init__(self) -> None:
+        _validate.rate(f"linen.{type(self).__name__}", self.rate)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
+    ) -> jax.Array:
+        """Applies alpha dropout to ``inputs`` while training.
+
+        Args:
+          inputs: the activations, of any floating dtype; typically the output
+            of ``jax.nn.selu``.
+          deterministic: if true, return ``inputs`` unchanged; exactly one of
+            the field and this argument must be set.
+          rng: a key to use instead of ``make_rng(rng_collection)``.
+
+        Returns:
+          An array of the shape and dtype of ``inputs``.
+        """
+        deterministic = _merge_deterministic(self, self.deterministic, deterministic)
+        concrete = _validate.rate(f"linen.{type(self).__name__}", self.rate)
+        needs_key = _needs_key(deterministic, concrete)
+        key = _make_key(self, self.rng_collection, rng) if needs_key else rng
+        return alpha_dropout(
+            key,
+            inputs,
+            self.rate,
+            deterministic=not needs_key,
+            broadcast_dims=self.broadcast_dims,
+        )
+
+
+class DropPath(nn.Module):
+    """Drop path (stochastic depth): drop whole examples of a residual branch.
+
+    While training, one keep decision per example (axis 0) applies to the whole
+    example, ``y[i] = where(mask[i], x[i] / (1 - rate), 0)`` (no rescaling if
+    ``scale_by_keep`` is false); at inference ``y = x`` (Huang et al. 2016).
+    Use it on a residual branch: ``x + DropPath(rate)(branch(x))``. Calls
+    :func:`dropoutx.drop_path`. Fields and call as :class:`Dropout`, with
+    ``scale_by_keep`` in place of ``broadcast_dims``.
+
+    Attributes:
+      rate: the probability of dropping an example, in ``[0, 1]``; a Python
+        number or a (possibly traced) JAX scalar.
+      scale_by_keep: if true, scale kept examples by ``1 / (1 - rate)``.
+      deterministic: if true, return the input unchanged; may instead be given
+        at call time.
+      rng_collection: the rng collection the key is drawn from.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from dropoutx import linen as dxl
+      >>> x = jnp.ones((8, 3, 4))
+      >>> layer = dxl.DropPath(0.5, deterministic=False)
+      >>> y = layer.apply({}, x, rngs={"dropout": jax.random.key(0)})
+      >>> y.shape, y.dtype
+      ((8, 3, 4), dtype('float32'))
+      >>> per_example = y.reshape(8, -1)
+      >>> bool((per_example == per_example[:, :1]).all())  # whole examples
+      True
+      >>> sorted(set(y.ravel().tolist()))  # dropped, or kept and scaled by 1 / 0.5
+      [0.0, 2.0]
+    """
+
+    rate: ArrayLike
+    scale_by_keep: bool = True
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    def __post_init__(self) -> None:
+        _validate.rate(f"linen.{type(self).__name__}", self.rate)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
+    ) -> jax.Array:
+        """Drops whole examples of ``inputs`` while training.
+
+        Args:
+          inputs: the activations, of any floating dtype, batch on axis 0.
+          deterministic: if true, return ``inputs`` unchanged; exactly one of
+            the field and this argument must be set.
+          rng: a key to use instead of ``make_rng(rng_collection)``.
+
+        Returns:
+          An array of the shape and dtype of ``inputs``.
+        """
+        deterministic = _merge_deterministic(self, self.deterministic, deterministic)
+        concrete = _validate.rate(f"linen.{type(self).__name__}", self.rate)
+        needs_key = _needs_key(deterministic, concrete)
+        key = _make_key(self, self.rng_collection, rng) if needs_key else rng
+        return drop_path(
+            key,
+            inputs,
+            self.rate,
+            deterministic=not needs_key,
+            scale_by_keep=self.scale_by_keep,
+        )
+
+
+class DropConnectDense(nn.Module):
+    """A :class:`flax.linen.Dense` layer whose kernel is dropped out while training.
+
+    DropConnect (Wan et al. 2013): while training, ``y = x @ W + b`` with ``W
+    = inverted_dropout(key, kernel, rate)``, one mask for the kernel per call,
+    shared by every example of the batch; at inference ``y = x @ kernel + b``,
+    exactly what :class:`flax.linen.Dense` computes. The parameters
+    (``kernel`` of shape ``(in_features, features)`` and ``bias``), their
+    initialisers and names are those of :class:`flax.linen.Dense`, so the two
+    load each other's checkpoints. The mask comes from
+    :func:`dropoutx.inverted_dropout`. ``deterministic`` and the key are
+    resolved as in :class:`Dropout`.
+
+    Attributes:
+      features: the number of output features.
+      rate: the probability of dropping each kernel entry, in ``[0, 1]``; a
+        Python number or a (possibly traced) JAX scalar.
+      use_bias: whether to add a bias to the output.
+      dtype: the dtype of the computation (default: inferred from the input
+        and the parameters).
+      param_dtype: the dtype of the parameters.
+      precision: the precision of the matmul, see ``jax.lax.Precision``.
+      kernel_init: the kernel initialiser (``lecun_normal``, as in ``Dense``).
+      bias_init: the bias initialiser (zeros, as in ``Dense``).
+      deterministic: if true, use the kernel unchanged; may instead be given at
+        call time.
+      rng_collection: the rng collection the key is drawn from.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import flax.linen as nn
+      >>> from dropoutx import linen as dxl
+      >>> layer = dxl.DropConnectDense(4, rate=0.5)
+      >>> x = jnp.ones((2, 3))
+      >>> variables = layer.init(jax.random.key(0), x, deterministic=True)
+      >>> jax.tree.map(jnp.shape, variables["params"])
+      {'bias': (4,), 'kernel': (3, 4)}
+      >>> y = layer.apply(variables, x, deterministic=False, rngs={"dropout": jax.random.key(1)})
+      >>> y.shape, y.dtype
+      ((2, 4), dtype('float32'))
+      >>> bool((y[0] == y[1]).all())  # one kernel mask for the whole batch
+      True
+      >>> h = layer.apply(variables, x, deterministic=True)  # inference: a plain Dense
+      >>> bool((h == nn.Dense(4).apply(variables, x)).all())
+      True
+    """
+
+    features: int
+    rate: ArrayLike
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    precision: Any = None
+    kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
+    bias_init: Callable[..., Any] = nn.initializers.zeros_init()
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    def __post_init__(self) -> None:
+        _validate.rate(f"linen.{type(self).__name__}", self.rate)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
+    ) -> jax.Array:
+        """Applies the dense layer, with a dropped-out kernel while training.
+
+        Args:
+          inputs: the inputs, features on the last axis.
+          deterministic: if true, use the kernel unchanged; exactly one of the
+            field and this argument must be set.
+          rng: a key to use instead of ``make_rng(rng_collection)``.
+
+        Returns:
+          An array of shape ``inputs.shape[:-1] + (features,)``.
+        """
+        deterministic = _merge_deterministic(self, self.deterministic, deterministic)
+        concrete = _validate.rate(f"linen.{type(self).__name__}", self.rate)
+        kernel = self.param(
+            "kernel", self.kernel_init, (jnp.shape(inputs)[-1], self.features), self.param_dtype
+        )
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        needs_key = _needs_key(deterministic, concrete)
+        key = _make_key(self, self.rng_collection, rng) if needs_key else rng
+        kernel = inverted_dropout(key, kernel, self.rate, deterministic=not needs_key)
+        inputs, kernel, bias = promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        outputs = jax.lax.dot_general(
+            inputs, kernel, (((jnp.ndim(inputs) - 1,), (0,)), ((), ())), precision=self.precision
+        )
+        if bias is not None:
+            outputs += jnp.reshape(bias, (1,) * (outputs.ndim - 1) + (-1,))
+        return outputs

@@ -12,6 +12,11 @@ same constructor and call, the same state (the forked ``rngs`` stream, so the
 parameters of the surrounding model do not change), and the same output at
 inference. While training it draws a different (but equally distributed) mask,
 keeps bf16 and fp16 unbiased, and accepts a ``rate`` held as a JAX array.
+
+The rest of the family: :class:`AlphaDropout` (for SELU networks),
+:class:`DropPath` (stochastic depth, whole examples) and
+:class:`DropConnectLinear` (a :class:`flax.nnx.Linear` whose kernel, not its
+output, is dropped out while training).
 """
 
 from __future__ import annotations
@@ -23,15 +28,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.nnx.nn.dtypes import promote_dtype
 from jax.typing import ArrayLike
 
 from dropoutx import _validate
 from dropoutx._bernoulli import annealed_dropout, inverted_dropout, vanilla_dropout
+from dropoutx._family import alpha_dropout, drop_path
 from dropoutx._gaussian import gaussian_dropout, gaussian_noise
 
 __all__ = (
+    "AlphaDropout",
     "AnnealedDropout",
     "AnnealingStep",
+    "DropConnectLinear",
+    "DropPath",
     "Dropout",
     "GaussianDropout",
     "GaussianNoise",
@@ -39,6 +49,9 @@ __all__ = (
 )
 
 RngsLike = nnx.Rngs | nnx.RngStream | jax.Array | np.ndarray
+# The initialisers of flax.nnx.Linear, for DropConnectLinear.
+_DEFAULT_KERNEL_INIT = nnx.initializers.lecun_normal()
+_DEFAULT_BIAS_INIT = nnx.initializers.zeros_init()
 
 
 def _fork_stream(
@@ -517,4 +530,283 @@ class AnnealedDropout(_Stochastic):
         )
         if step is None:
             self.step[...] = current + 1
+        return outputs
+
+
+class AlphaDropout(_Stochastic):
+    """Alpha dropout for self-normalizing networks (SELU), keeping mean 0 and variance 1.
+
+    While training, dropped units are set to SELU's negative saturation
+    ``alpha'`` and an affine correction ``y = a * where(mask, x, alpha') + b``
+    keeps inputs of mean 0 and variance 1 at mean 0 and variance 1 (Klambauer
+    et al. 2017); at inference ``y = x``. Calls :func:`dropoutx.alpha_dropout`.
+    Constructor and call as :class:`Dropout`.
+
+    Args:
+      rate: the probability of dropping a unit, in ``[0, 1]``; a Python number
+        or a JAX scalar.
+      broadcast_dims: axes that share one mask value (the spatial axes, for
+        feature alpha dropout).
+      deterministic: if true, return the input unchanged.
+      rng_collection: the stream of an ``nnx.Rngs`` that keys are drawn from.
+      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork, or None.
+
+    Raises:
+      ValueError: if a concrete ``rate`` is outside ``[0, 1]``.
+      TypeError: if ``rngs`` is not an ``nnx.Rngs``, ``nnx.RngStream`` or None.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from dropoutx import nnx as dxn
+      >>> layer = dxn.AlphaDropout(0.2, rngs=nnx.Rngs(dropout=0))
+      >>> x = jax.random.normal(jax.random.key(1), (1000, 1000))
+      >>> y = layer(x)
+      >>> y.shape, y.dtype
+      ((1000, 1000), dtype('float32'))
+      >>> bool(abs(y.mean()) < 0.01), bool(abs(y.var() - 1) < 0.01)  # mean 0, variance 1
+      (True, True)
+      >>> layer.eval()
+      >>> bool((layer(x) == x).all())
+      True
+    """
+
+    def __init__(
+        self,
+        rate: ArrayLike,
+        *,
+        broadcast_dims: Sequence[int] = (),
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ) -> None:
+        _validate.rate(f"nnx.{type(self).__name__}", rate)
+        self.rate = rate
+        self.broadcast_dims = broadcast_dims
+        self.deterministic = deterministic
+        self.rng_collection = rng_collection
+        self.rngs = nnx.data(_fork_stream(type(self).__name__, rngs, rng_collection))
+
+    def __call__(
+        self,
+        inputs: ArrayLike,
+        *,
+        deterministic: bool | None = None,
+        rngs: RngsLike | None = None,
+    ) -> jax.Array:
+        """Applies alpha dropout to ``inputs`` while training.
+
+        Args:
+          inputs: the activations, of any floating dtype; typically the output
+            of ``jax.nn.selu``.
+          deterministic: overrides the attribute if given.
+          rngs: overrides the module's stream if given (Rngs, RngStream or key).
+
+        Returns:
+          An array of the shape and dtype of ``inputs``.
+        """
+        concrete = _validate.rate(f"nnx.{type(self).__name__}", self.rate)
+        key, deterministic = self._resolve(deterministic, rngs, concrete)
+        return alpha_dropout(
+            key, inputs, self.rate, deterministic=deterministic, broadcast_dims=self.broadcast_dims
+        )
+
+
+class DropPath(_Stochastic):
+    """Drop path (stochastic depth): drop whole examples of a residual branch.
+
+    While training, one keep decision per example (axis 0) applies to the whole
+    example, ``y[i] = where(mask[i], x[i] / (1 - rate), 0)`` (no rescaling if
+    ``scale_by_keep`` is false); at inference ``y = x`` (Huang et al. 2016).
+    Use it on a residual branch: ``x + self.drop_path(self.branch(x))``. Calls
+    :func:`dropoutx.drop_path`. Constructor and call as :class:`Dropout`, with
+    ``scale_by_keep`` in place of ``broadcast_dims``.
+
+    Args:
+      rate: the probability of dropping an example, in ``[0, 1]``; a Python
+        number or a JAX scalar.
+      scale_by_keep: if true, scale kept examples by ``1 / (1 - rate)``.
+      deterministic: if true, return the input unchanged.
+      rng_collection: the stream of an ``nnx.Rngs`` that keys are drawn from.
+      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork, or None.
+
+    Raises:
+      ValueError: if a concrete ``rate`` is outside ``[0, 1]``.
+      TypeError: if ``rngs`` is not an ``nnx.Rngs``, ``nnx.RngStream`` or None.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from dropoutx import nnx as dxn
+      >>> layer = dxn.DropPath(0.5, rngs=nnx.Rngs(dropout=0))
+      >>> y = layer(jnp.ones((8, 3, 4)))
+      >>> y.shape, y.dtype
+      ((8, 3, 4), dtype('float32'))
+      >>> per_example = y.reshape(8, -1)
+      >>> bool((per_example == per_example[:, :1]).all())  # whole examples
+      True
+      >>> sorted(set(y.ravel().tolist()))  # dropped, or kept and scaled by 1 / 0.5
+      [0.0, 2.0]
+    """
+
+    def __init__(
+        self,
+        rate: ArrayLike,
+        *,
+        scale_by_keep: bool = True,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ) -> None:
+        _validate.rate(f"nnx.{type(self).__name__}", rate)
+        self.rate = rate
+        self.scale_by_keep = scale_by_keep
+        self.deterministic = deterministic
+        self.rng_collection = rng_collection
+        self.rngs = nnx.data(_fork_stream(type(self).__name__, rngs, rng_collection))
+
+    def __call__(
+        self,
+        inputs: ArrayLike,
+        *,
+        deterministic: bool | None = None,
+        rngs: RngsLike | None = None,
+    ) -> jax.Array:
+        """Drops whole examples of ``inputs`` while training.
+
+        Args:
+          inputs: the activations, of any floating dtype, batch on axis 0.
+          deterministic: overrides the attribute if given.
+          rngs: overrides the module's stream if given (Rngs, RngStream or key).
+
+        Returns:
+          An array of the shape and dtype of ``inputs``.
+        """
+        concrete = _validate.rate(f"nnx.{type(self).__name__}", self.rate)
+        key, deterministic = self._resolve(deterministic, rngs, concrete)
+        return drop_path(
+            key, inputs, self.rate, deterministic=deterministic, scale_by_keep=self.scale_by_keep
+        )
+
+
+class DropConnectLinear(_Stochastic):
+    """A :class:`flax.nnx.Linear` layer whose kernel is dropped out while training.
+
+    DropConnect (Wan et al. 2013): while training, ``y = x @ W + b`` with ``W
+    = inverted_dropout(key, kernel, rate)``, one mask for the kernel per call,
+    shared by every example of the batch; at inference ``y = x @ kernel + b``,
+    exactly what :class:`flax.nnx.Linear` computes. The parameters
+    (``kernel`` of shape ``(in_features, out_features)`` and ``bias``) are
+    initialised as in :class:`flax.nnx.Linear`, from ``rngs.params()``, so the
+    same ``rngs`` give the same parameters. The dropout stream is then forked
+    from ``rngs`` as in :class:`Dropout`. The mask comes from
+    :func:`dropoutx.inverted_dropout`.
+
+    Args:
+      in_features: the number of input features.
+      out_features: the number of output features.
+      rate: the probability of dropping each kernel entry, in ``[0, 1]``; a
+        Python number or a JAX scalar.
+      use_bias: whether to add a bias to the output.
+      dtype: the dtype of the computation (default: inferred from the input
+        and the parameters).
+      param_dtype: the dtype of the parameters.
+      precision: the precision of the matmul, see ``jax.lax.Precision``.
+      kernel_init: the kernel initialiser (``lecun_normal``, as in ``Linear``).
+      bias_init: the bias initialiser (zeros, as in ``Linear``).
+      deterministic: if true, use the kernel unchanged.
+      rng_collection: the stream of an ``nnx.Rngs`` that dropout keys are drawn
+        from.
+      rngs: an ``nnx.Rngs``, for the parameters and the dropout stream (its
+        ``rng_collection`` stream, else its default stream; if it has neither,
+        pass keys at call time).
+
+    Raises:
+      ValueError: if a concrete ``rate`` is outside ``[0, 1]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from dropoutx import nnx as dxn
+      >>> layer = dxn.DropConnectLinear(3, 4, 0.5, rngs=nnx.Rngs(0))
+      >>> layer.kernel.shape, layer.bias.shape
+      ((3, 4), (4,))
+      >>> x = jnp.ones((2, 3))
+      >>> y = layer(x)  # training mode by default
+      >>> y.shape, y.dtype
+      ((2, 4), dtype('float32'))
+      >>> bool((y[0] == y[1]).all())  # one kernel mask for the whole batch
+      True
+      >>> layer.eval()
+      >>> linear = nnx.Linear(3, 4, rngs=nnx.Rngs(0))  # same rngs, same parameters
+      >>> bool((layer(x) == linear(x)).all())  # inference: a plain Linear
+      True
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rate: ArrayLike,
+        *,
+        use_bias: bool = True,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        precision: Any = None,
+        kernel_init: Callable[..., Any] = _DEFAULT_KERNEL_INIT,
+        bias_init: Callable[..., Any] = _DEFAULT_BIAS_INIT,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs,
+    ) -> None:
+        _validate.rate(f"nnx.{type(self).__name__}", rate)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.rate = rate
+        self.use_bias = use_bias
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.precision = precision
+        self.kernel = nnx.Param(
+            kernel_init(rngs.params(), (in_features, out_features), param_dtype)
+        )
+        self.bias: nnx.Param[jax.Array] | None
+        if use_bias:
+            self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
+        else:
+            self.bias = nnx.data(None)
+        self.deterministic = deterministic
+        self.rng_collection = rng_collection
+        # Rngs with only a 'params' stream: keys must then be given at call time.
+        has_stream = rng_collection in rngs or "default" in rngs
+        dropout_rngs = rngs if has_stream else None
+        self.rngs = nnx.data(_fork_stream(type(self).__name__, dropout_rngs, rng_collection))
+
+    def __call__(
+        self,
+        inputs: ArrayLike,
+        *,
+        deterministic: bool | None = None,
+        rngs: RngsLike | None = None,
+    ) -> jax.Array:
+        """Applies the linear layer, with a dropped-out kernel while training.
+
+        Args:
+          inputs: the inputs, ``in_features`` on the last axis.
+          deterministic: overrides the attribute if given.
+          rngs: overrides the module's stream if given (Rngs, RngStream or key).
+
+        Returns:
+          An array of shape ``inputs.shape[:-1] + (out_features,)``.
+        """
+        concrete = _validate.rate(f"nnx.{type(self).__name__}", self.rate)
+        key, deterministic = self._resolve(deterministic, rngs, concrete)
+        kernel = inverted_dropout(key, self.kernel[...], self.rate, deterministic=deterministic)
+        bias = self.bias[...] if self.bias is not None else None
+        inputs, kernel, bias = promote_dtype((inputs, kernel, bias), dtype=self.dtype)
+        outputs = jax.lax.dot_general(
+            inputs, kernel, (((jnp.ndim(inputs) - 1,), (0,)), ((), ())), precision=self.precision
+        )
+        if bias is not None:
+            outputs += jnp.reshape(bias, (1,) * (outputs.ndim - 1) + (-1,))
         return outputs

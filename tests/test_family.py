@@ -318,7 +318,13 @@ def test_vmap_over_keys_inputs_and_rates_equals_python_loop(name: str) -> None:
     rates = jnp.array([0.0, 0.2, 0.5, 1.0], jnp.float32)
     batched = jax.vmap(fn)(keys, xs, rates)
     looped = jnp.stack([fn(k, x, r) for k, x, r in zip(keys, xs, rates, strict=True)])
-    np.testing.assert_array_equal(batched, looped)
+    if name == "alpha_dropout":
+        # The loop passes concrete rates, whose affine coefficients are
+        # computed in float64 and rounded once; vmap traces the rates, so they
+        # are computed in float32: the two may differ by one float32 rounding.
+        np.testing.assert_allclose(batched, looped, rtol=2**-23, atol=2**-24)
+    else:
+        np.testing.assert_array_equal(batched, looped)
 
 
 @pytest.mark.parametrize("name", list(TRANSFORMS))
