@@ -90,7 +90,7 @@ def _rotate_left(value: jax.Array, distance: int) -> jax.Array:
 
 
 def _threefry2x32(
-    key_words: tuple[jax.Array, jax.Array], counter: tuple[jax.Array, jax.Array]
+    key_words: tuple[jax.Array, jax.Array], counter: tuple[Any, jax.Array]
 ) -> tuple[jax.Array, jax.Array]:
     """The 20-round Threefry-2x32 block function, elementwise over counters."""
     schedule = (key_words[0], key_words[1], key_words[0] ^ key_words[1] ^ np.uint32(_KEY_PARITY))
@@ -141,10 +141,11 @@ def random_bits(key: jax.Array, shape: tuple[int, ...], out_sharding: Sharding =
     if str(jax.random.key_impl(key)) != _THREEFRY or math.prod(shape) >= 2**32:
         return jax.random.bits(key, shape, jnp.uint32, out_sharding=out_sharding)
     key_data = jax.random.key_data(key)
-    high = jnp.zeros(shape, jnp.uint32, out_sharding=out_sharding)
-    word0, word1 = _threefry2x32(
-        (key_data[0], key_data[1]), (high, _flat_index(shape, out_sharding))
-    )
+    # The counter's high word is 0 for every element (size < 2**32): a scalar,
+    # so that no constant activation-sized array exists for XLA to hoist out of
+    # a scanned loop and keep alive.
+    counter = (np.uint32(0), _flat_index(shape, out_sharding))
+    word0, word1 = _threefry2x32((key_data[0], key_data[1]), counter)
     return word0 ^ word1
 
 
