@@ -90,12 +90,16 @@ def _rotate_left(value: jax.Array, distance: int) -> jax.Array:
 
 
 def _threefry2x32(
-    key_words: tuple[jax.Array, jax.Array], counter: tuple[Any, jax.Array]
+    key_words: tuple[jax.Array, jax.Array], injected: tuple[jax.Array, jax.Array]
 ) -> tuple[jax.Array, jax.Array]:
-    """The 20-round Threefry-2x32 block function, elementwise over counters."""
+    """The 20-round Threefry-2x32 block function, elementwise over counters.
+
+    ``injected`` is the counter after the first key injection, ``(counter[0] +
+    key[0], counter[1] + key[1])``; the caller adds the key so that it can
+    build the counter around it (see :func:`_keyed_counter`).
+    """
     schedule = (key_words[0], key_words[1], key_words[0] ^ key_words[1] ^ np.uint32(_KEY_PARITY))
-    x0 = counter[0] + schedule[0]
-    x1 = counter[1] + schedule[1]
+    x0, x1 = injected
     for injection in range(1, 6):
         for distance in _ROTATIONS[(injection - 1) % 2]:
             x0 = x0 + x1
@@ -119,15 +123,28 @@ def replicated_along(sharding: Sharding, axes: tuple[int, ...]) -> Sharding:
     return sharding.update(spec=spec) if isinstance(sharding, NamedSharding) else spec
 
 
-def _flat_index(shape: tuple[int, ...], out_sharding: Sharding = None) -> jax.Array:
-    """Row-major flat index of every element, as uint32 (size < 2**32)."""
-    index = jnp.zeros(shape, jnp.uint32, out_sharding=out_sharding)
-    stride = 1
-    for axis in reversed(range(len(shape))):
-        counter = jax.lax.broadcasted_iota(jnp.uint32, shape, axis, out_sharding=out_sharding)
-        index = index + counter * np.uint32(stride)
-        stride *= shape[axis]
-    return index
+def _keyed_counter(
+    key_word: jax.Array, shape: tuple[int, ...], out_sharding: Sharding = None
+) -> jax.Array:
+    """``key_word`` plus the row-major flat index of every element, as uint32.
+
+    The flat index is the sum over axes of ``iota * stride``. Each term is a
+    small array (the axis's length, size 1 elsewhere) added to ``key_word`` in
+    turn, so every full-size intermediate depends on the key: none is a
+    constant that XLA could hoist out of a scanned loop and keep alive as an
+    activation-sized buffer. Addition wraps mod 2**32, so the order of the terms
+    does not change the result (the flat index itself is exact for size <
+    2**32).
+    """
+    total = key_word
+    for axis, length in enumerate(shape):
+        term_shape = tuple(length if other == axis else 1 for other in range(len(shape)))
+        others = tuple(other for other in range(len(shape)) if other != axis)
+        iota = jax.lax.broadcasted_iota(
+            jnp.uint32, term_shape, axis, out_sharding=replicated_along(out_sharding, others)
+        )
+        total = total + iota * np.uint32(math.prod(shape[axis + 1 :]))
+    return jnp.broadcast_to(total, shape, out_sharding=out_sharding)
 
 
 def random_bits(key: jax.Array, shape: tuple[int, ...], out_sharding: Sharding = None) -> jax.Array:
@@ -141,11 +158,11 @@ def random_bits(key: jax.Array, shape: tuple[int, ...], out_sharding: Sharding =
     if str(jax.random.key_impl(key)) != _THREEFRY or math.prod(shape) >= 2**32:
         return jax.random.bits(key, shape, jnp.uint32, out_sharding=out_sharding)
     key_data = jax.random.key_data(key)
-    # The counter's high word is 0 for every element (size < 2**32): a scalar,
-    # so that no constant activation-sized array exists for XLA to hoist out of
-    # a scanned loop and keep alive.
-    counter = (np.uint32(0), _flat_index(shape, out_sharding))
-    word0, word1 = _threefry2x32((key_data[0], key_data[1]), counter)
+    key_words = (key_data[0], key_data[1])
+    # The counter's high word is 0 for every element (size < 2**32), so after
+    # the first key injection it is the scalar key word itself.
+    injected = (key_words[0], _keyed_counter(key_words[1], shape, out_sharding))
+    word0, word1 = _threefry2x32(key_words, injected)
     return word0 ^ word1
 
 
