@@ -6,10 +6,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("matplotlib")
-pytest.importorskip("sklearn")
-pytest.importorskip("tqdm")
-
 from dropoutx._demo import run_demo
 
 METHODS = ["no dropout", "inverted", "vanilla", "gaussian", "annealed"]

@@ -14,11 +14,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import ipykernel  # noqa: F401  (the notebooks' kernel: a missing one must fail, not skip)
+import nbclient
+import nbclient.exceptions
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
