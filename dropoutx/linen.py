@@ -96,14 +96,24 @@ def _make_key(module: nn.Module, rng_collection: str, rng: Any) -> Any:
         ) from error
 
 
-def _needs_key(deterministic: bool, concrete: float | None) -> bool:
-    """Whether a key must be drawn: not at inference, nor at a known zero rate.
+def _resolve(
+    module: nn.Module, call_time: bool | None, rng: Any, concrete: float | None
+) -> tuple[Any, bool]:
+    """The key and the ``deterministic`` flag to pass to the transform.
 
-    Like :class:`flax.linen.Dropout`, a module whose rate is a concrete 0 asks
-    for no key, so such a model can be applied without a ``'dropout'`` rng.
-    A traced rate (``concrete is None``) always needs one while training.
+    Merges ``deterministic`` from the field and the call (see
+    :func:`_merge_deterministic`), then draws a key (``rng`` if given, else
+    ``make_rng``) only while training at a rate that is not a concrete 0. Like
+    :class:`flax.linen.Dropout`, a module whose rate is a concrete 0 asks for
+    no key, so such a model can be applied without a ``'dropout'`` rng; the
+    transform is then called as deterministic, which at rate 0 is the
+    identity. A traced rate (``concrete is None``) always needs a key while
+    training.
     """
-    return not deterministic and concrete != 0.0
+    deterministic = _merge_deterministic(module, module.deterministic, call_time)
+    if deterministic or concrete == 0.0:
+        return rng, True
+    return _make_key(module, module.rng_collection, rng), False
 
 
 class Dropout(nn.Module):
@@ -170,15 +180,13 @@ class Dropout(nn.Module):
         Returns:
           The masked inputs, scaled by ``1 / (1 - rate)``, in the input dtype.
         """
-        deterministic = _merge_deterministic(self, self.deterministic, deterministic)
         concrete = _validate.rate(f"linen.{type(self).__name__}", self.rate)
-        needs_key = _needs_key(deterministic, concrete)
-        key = _make_key(self, self.rng_collection, rng) if needs_key else rng
+        key, deterministic = _resolve(self, deterministic, rng, concrete)
         return inverted_dropout(
             key,
             inputs,
             self.rate,
-            deterministic=not needs_key,
+            deterministic=deterministic,
             broadcast_dims=self.broadcast_dims,
         )
 
@@ -233,16 +241,13 @@ class VanillaDropout(nn.Module):
         Returns:
           An array of the shape and dtype of ``inputs``.
         """
-        deterministic = _merge_deterministic(self, self.deterministic, deterministic)
         concrete = _validate.rate(f"linen.{type(self).__name__}", self.rate)
-        # At a concrete rate of 0 both modes are the identity, so no key is drawn.
-        needs_key = _needs_key(deterministic, concrete)
-        key = _make_key(self, self.rng_collection, rng) if needs_key else rng
+        key, deterministic = _resolve(self, deterministic, rng, concrete)
         return vanilla_dropout(
             key,
             inputs,
             self.rate,
-            deterministic=not needs_key,
+            deterministic=deterministic,
             broadcast_dims=self.broadcast_dims,
         )
 
@@ -299,16 +304,14 @@ class GaussianDropout(nn.Module):
         Returns:
           An array of the shape and dtype of ``inputs``.
         """
-        deterministic = _merge_deterministic(self, self.deterministic, deterministic)
         name = f"linen.{type(self).__name__}"
         concrete = _validate.rate(name, self.rate, allow_one=False)
-        needs_key = _needs_key(deterministic, concrete)
-        key = _make_key(self, self.rng_collection, rng) if needs_key else rng
+        key, deterministic = _resolve(self, deterministic, rng, concrete)
         return gaussian_dropout(
             key,
             inputs,
             self.rate,
-            deterministic=not needs_key,
+            deterministic=deterministic,
             broadcast_dims=self.broadcast_dims,
         )
 
@@ -361,11 +364,9 @@ class GaussianNoise(nn.Module):
         Returns:
           An array of the shape and dtype of ``inputs``.
         """
-        deterministic = _merge_deterministic(self, self.deterministic, deterministic)
         concrete = _validate.stddev(f"linen.{type(self).__name__}", self.stddev)
-        needs_key = _needs_key(deterministic, concrete)
-        key = _make_key(self, self.rng_collection, rng) if needs_key else rng
-        return gaussian_noise(key, inputs, self.stddev, deterministic=not needs_key)
+        key, deterministic = _resolve(self, deterministic, rng, concrete)
+        return gaussian_noise(key, inputs, self.stddev, deterministic=deterministic)
 
 
 class AnnealedDropout(nn.Module):
@@ -504,15 +505,13 @@ class AlphaDropout(nn.Module):
         Returns:
           An array of the shape and dtype of ``inputs``.
         """
-        deterministic = _merge_deterministic(self, self.deterministic, deterministic)
         concrete = _validate.rate(f"linen.{type(self).__name__}", self.rate)
-        needs_key = _needs_key(deterministic, concrete)
-        key = _make_key(self, self.rng_collection, rng) if needs_key else rng
+        key, deterministic = _resolve(self, deterministic, rng, concrete)
         return alpha_dropout(
             key,
             inputs,
             self.rate,
-            deterministic=not needs_key,
+            deterministic=deterministic,
             broadcast_dims=self.broadcast_dims,
         )
 
@@ -574,15 +573,13 @@ class DropPath(nn.Module):
         Returns:
           An array of the shape and dtype of ``inputs``.
         """
-        deterministic = _merge_deterministic(self, self.deterministic, deterministic)
         concrete = _validate.rate(f"linen.{type(self).__name__}", self.rate)
-        needs_key = _needs_key(deterministic, concrete)
-        key = _make_key(self, self.rng_collection, rng) if needs_key else rng
+        key, deterministic = _resolve(self, deterministic, rng, concrete)
         return drop_path(
             key,
             inputs,
             self.rate,
-            deterministic=not needs_key,
+            deterministic=deterministic,
             scale_by_keep=self.scale_by_keep,
         )
 
@@ -664,7 +661,6 @@ class DropConnectDense(nn.Module):
         Returns:
           An array of shape ``inputs.shape[:-1] + (features,)``.
         """
-        deterministic = _merge_deterministic(self, self.deterministic, deterministic)
         concrete = _validate.rate(f"linen.{type(self).__name__}", self.rate)
         kernel = self.param(
             "kernel", self.kernel_init, (jnp.shape(inputs)[-1], self.features), self.param_dtype
@@ -674,9 +670,8 @@ class DropConnectDense(nn.Module):
             if self.use_bias
             else None
         )
-        needs_key = _needs_key(deterministic, concrete)
-        key = _make_key(self, self.rng_collection, rng) if needs_key else rng
-        kernel = inverted_dropout(key, kernel, self.rate, deterministic=not needs_key)
+        key, deterministic = _resolve(self, deterministic, rng, concrete)
+        kernel = inverted_dropout(key, kernel, self.rate, deterministic=deterministic)
         inputs, kernel, bias = promote_dtype(inputs, kernel, bias, dtype=self.dtype)
         outputs = jax.lax.dot_general(
             inputs, kernel, (((jnp.ndim(inputs) - 1,), (0,)), ((), ())), precision=self.precision
