@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -66,7 +67,7 @@ def gaussian_dropout(
     rate: ArrayLike,
     *,
     deterministic: bool = False,
-    broadcast_dims: Any = (),
+    broadcast_dims: Sequence[int] = (),
 ) -> jax.Array:
     """Gaussian dropout: multiply by ``N(1, rate / (1 - rate))`` noise.
 
