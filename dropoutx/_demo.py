@@ -58,23 +58,14 @@ def _methods(rate: float, total_steps: int) -> list[_Method]:
         del key, step, deterministic
         return h
 
-    def inverted(
-        key: jax.Array | None, h: jax.Array, step: jax.Array, deterministic: bool
-    ) -> jax.Array:
-        del step
-        return dx.inverted_dropout(key, h, rate, deterministic=deterministic)
+    def at_fixed_rate(fn: Callable[..., jax.Array]) -> Transform:
+        def transform(
+            key: jax.Array | None, h: jax.Array, step: jax.Array, deterministic: bool
+        ) -> jax.Array:
+            del step
+            return fn(key, h, rate, deterministic=deterministic)
 
-    def vanilla(
-        key: jax.Array | None, h: jax.Array, step: jax.Array, deterministic: bool
-    ) -> jax.Array:
-        del step
-        return dx.vanilla_dropout(key, h, rate, deterministic=deterministic)
-
-    def gaussian(
-        key: jax.Array | None, h: jax.Array, step: jax.Array, deterministic: bool
-    ) -> jax.Array:
-        del step
-        return dx.gaussian_dropout(key, h, rate, deterministic=deterministic)
+        return transform
 
     def annealed(
         key: jax.Array | None, h: jax.Array, step: jax.Array, deterministic: bool
@@ -83,9 +74,9 @@ def _methods(rate: float, total_steps: int) -> list[_Method]:
 
     return [
         _Method("no dropout", identity),
-        _Method("inverted", inverted),
-        _Method("vanilla", vanilla),
-        _Method("gaussian", gaussian),
+        _Method("inverted", at_fixed_rate(dx.inverted_dropout)),
+        _Method("vanilla", at_fixed_rate(dx.vanilla_dropout)),
+        _Method("gaussian", at_fixed_rate(dx.gaussian_dropout)),
         _Method("annealed", annealed),
     ]
 
