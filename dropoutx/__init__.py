@@ -5,22 +5,24 @@ or noised activations in the input's dtype. ``rate`` is always the probability
 of dropping a unit.
 """
 
+from dropoutx._alpha import alpha_dropout as alpha_dropout
 from dropoutx._bernoulli import annealed_dropout as annealed_dropout
+from dropoutx._bernoulli import drop_path as drop_path
 from dropoutx._bernoulli import dropout as dropout
 from dropoutx._bernoulli import inverted_dropout as inverted_dropout
 from dropoutx._bernoulli import keep_mask as keep_mask
+from dropoutx._bernoulli import spatial_dropout as spatial_dropout
 from dropoutx._bernoulli import vanilla_dropout as vanilla_dropout
-from dropoutx._family import alpha_dropout as alpha_dropout
-from dropoutx._family import drop_path as drop_path
-from dropoutx._family import mc_predict as mc_predict
-from dropoutx._family import spatial_dropout as spatial_dropout
 from dropoutx._gaussian import gaussian_dropout as gaussian_dropout
 from dropoutx._gaussian import gaussian_noise as gaussian_noise
+from dropoutx._mc_predict import mc_predict as mc_predict
 from dropoutx._sharding import shard_key as shard_key
+from dropoutx._validate import KeyLike as KeyLike
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "KeyLike",
     "alpha_dropout",
     "annealed_dropout",
     "drop_path",

@@ -1,26 +1,35 @@
-"""Bernoulli dropout: inverted, vanilla and annealed, and the keep mask."""
+"""Bernoulli dropout: every transform that applies a keep mask and a scale.
+
+Inverted, vanilla and annealed dropout, drop path and spatial dropout are one
+computation, ``where(mask, x / (1 - rate), 0)`` (or its unscaled and
+weight-scaled forms), with the mask shared along different axes; they all run
+the one jitted body :func:`_masked`, so they share its compilations. The mask
+itself is :func:`keep_mask`.
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from dropoutx import _core, _random, _validate
+from dropoutx import _dtypes, _random, _traced, _validate
+from dropoutx._validate import KeyLike
+
+# --- the shared body ---------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("fn_name", "broadcast_dims", "rescale"))
+@functools.partial(jax.jit, static_argnames=("broadcast_dims", "rescale"))
 def _masked(
     key: jax.Array,
     x: jax.Array,
     rate: jax.Array,
     keep: jax.Array,
     *,
-    fn_name: str,
     broadcast_dims: tuple[int, ...],
     rescale: bool,
 ) -> jax.Array:
@@ -29,11 +38,11 @@ def _masked(
     The body runs under ``jax.checkpoint``, so reverse-mode autodiff saves only
     the key and the scalars and regenerates the mask in the backward pass.
     """
-    dtype = _core.compute_dtype(x.dtype)
+    dtype = _dtypes.compute_dtype(x.dtype)
 
     def apply(key: jax.Array, x: jax.Array, rate: jax.Array, keep: jax.Array) -> jax.Array:
         sharding = jax.typeof(x).sharding
-        kept = _random.keep_mask(key, x.shape, rate, broadcast_dims, sharding)
+        kept = _random.draw_keep_mask(key, x.shape, rate, broadcast_dims, sharding)
         if rescale:
             # The second `where` keeps the division finite at keep == 0, where
             # every unit is dropped anyway; otherwise its gradient is NaN.
@@ -41,55 +50,56 @@ def _masked(
             x = (x.astype(dtype) / safe_keep).astype(x.dtype)
         return jnp.where(kept, x, jnp.zeros((), x.dtype))
 
-    y = jax.checkpoint(apply)(key, x, rate, keep)
-    return _core.guard_traced(fn_name, y, "rate", rate, _core.rate_in_range(rate), "[0, 1]")
+    return jax.checkpoint(apply)(key, x, rate, keep)
 
 
-@functools.partial(jax.jit, static_argnames=("fn_name",))
-def _weight_scaled(x: jax.Array, rate: jax.Array, keep: jax.Array, *, fn_name: str) -> jax.Array:
+@jax.jit
+def _weight_scaled(x: jax.Array, keep: jax.Array) -> jax.Array:
     """``x * keep``, computed in float32 (float64 for float64 input), rounded once."""
-    dtype = _core.compute_dtype(x.dtype)
-    y = (x.astype(dtype) * keep.astype(dtype)).astype(x.dtype)
-    return _core.guard_traced(fn_name, y, "rate", rate, _core.rate_in_range(rate), "[0, 1]")
+    dtype = _dtypes.compute_dtype(x.dtype)
+    return (x.astype(dtype) * keep.astype(dtype)).astype(x.dtype)
 
 
 def _bernoulli_dropout(
-    fn_name: str,
-    key: Any,
-    x: ArrayLike,
-    rate: ArrayLike,
-    deterministic: bool,
-    broadcast_dims: Sequence[int],
-    *,
-    rescale: bool,
+    fn_name: str, args: _validate.Arguments, rate: ArrayLike, *, rescale: bool
 ) -> jax.Array:
-    """Validates the arguments, then dispatches to the static shortcuts or ``_masked``."""
-    x = _validate.floating_input(fn_name, x)
-    rate_value = _validate.rate(fn_name, rate)
-    dims = _validate.broadcast_dims(fn_name, broadcast_dims, x.ndim)
-    deterministic = _validate.deterministic(fn_name, deterministic)
-    if not deterministic:
-        key = _random.check_key(fn_name, key)
-    if rate_value == 0.0 or (deterministic and rescale):
+    """Dispatches checked arguments to the static shortcuts or the jitted bodies.
+
+    ``rate`` is the user's rate, used when it is traced (``args.param`` is
+    ``None``); a traced rate out of range gives NaN and a checkify report.
+    """
+    x = args.x
+    if args.param == 0.0 or (args.deterministic and rescale):
         return x
-    if rate_value == 1.0 and not deterministic:
+    if args.param == 1.0 and not args.deterministic:
         return jnp.zeros_like(x)
     # 1 - rate is taken in Python for a Python rate, as the contract's
-    # `x / (1 - rate)` does, and in the rate's own dtype for a JAX scalar.
-    rate = jnp.asarray(rate, jnp.float32 if rate_value is not None else None)
-    keep = jnp.asarray(1.0 - rate_value) if rate_value is not None else 1 - rate
-    if deterministic:
-        return _weight_scaled(x, rate, keep, fn_name=fn_name)
-    return _masked(key, x, rate, keep, fn_name=fn_name, broadcast_dims=dims, rescale=rescale)
+    # `x / (1 - rate)` does, and in the rate's own dtype for a traced one.
+    if args.param is not None:
+        rate = jnp.asarray(args.param, jnp.float32)
+        keep = jnp.asarray(1.0 - args.param)
+    else:
+        rate = jnp.asarray(rate)
+        keep = 1 - rate
+    if args.deterministic:
+        y = _weight_scaled(x, keep)
+    else:
+        y = _masked(args.key, x, rate, keep, broadcast_dims=args.broadcast_dims, rescale=rescale)
+    if args.param is None:
+        y = _traced.guard(fn_name, "rate", y, rate, "[0, 1]")
+    return _dtypes.like_input(y, x)
+
+
+# --- inverted, vanilla and annealed dropout -------------------------------------------
 
 
 def inverted_dropout(
-    key: Any,
+    key: KeyLike | None,
     x: ArrayLike,
     rate: ArrayLike,
     *,
     deterministic: bool = False,
-    broadcast_dims: Sequence[int] = (),
+    broadcast_dims: Iterable[int] = (),
 ) -> jax.Array:
     """Inverted dropout: zero units with probability ``rate``, rescale the rest.
 
@@ -99,9 +109,15 @@ def inverted_dropout(
 
     The mask keeps a unit when the threefry bits ``jax.random.bits(key,
     shape)`` are at least ``floor(rate * 2**32)``, so the drop probability
-    equals the float32 rate to within ``2**-32``. The scale is computed in
-    float32 (float64 for float64 input) and rounded once, so a kept value
-    equals ``(x.astype(float32) / (1 - rate)).astype(x.dtype)`` exactly.
+    equals the float32 rate to within ``2**-32``. (The bits equal
+    ``jax.random.bits`` under ``jax_threefry_partitionable=True``, JAX's
+    default; the mask itself does not depend on that flag.) The scale is
+    computed in float32 (float64 for float64 input) and rounded once, so a
+    kept value equals ``(x.astype(float32) / (1 - rate)).astype(x.dtype)``
+    exactly. That rounding can overflow: in float16 a kept value beyond
+    ``65504 * (1 - rate)`` becomes inf (65504 at rate 0.5 gives inf), as the
+    formula and Flax's dropout give; use bfloat16 or float32 for activations
+    that large.
 
     The gradient with respect to ``x`` is ``mask / (1 - rate)``, computed by
     regenerating the mask from the key: no per-element residual is stored for
@@ -112,10 +128,14 @@ def inverted_dropout(
     Args:
       key: a typed key (``jax.random.key``) or a raw ``uint32[2]`` key
         (``jax.random.PRNGKey``). Ignored, and may be ``None``, when
-        ``deterministic`` is true.
-      x: the activations, of any floating dtype and shape.
+        ``deterministic`` is true or a concrete ``rate`` is 0 or 1 (no random
+        bits are drawn then).
+      x: the activations, a floating JAX or NumPy array of any shape (or a
+        Python float, whose weak type is kept). Lists are rejected, as by
+        ``jax.numpy``.
       rate: the probability of dropping each unit, in ``[0, 1]``. A Python
-        number is validated at once; a JAX scalar may be traced, and changing
+        number (``fractions.Fraction`` and ``decimal.Decimal`` included) is
+        validated at once; a JAX scalar may be traced, and changing
         it does not recompile. A traced rate outside ``[0, 1]`` (or NaN) makes
         the output all NaN, and ``jax.experimental.checkify`` with
         ``errors=checkify.user_checks`` reports it.
@@ -129,8 +149,9 @@ def inverted_dropout(
     Raises:
       ValueError: if a concrete ``rate`` is outside ``[0, 1]`` or NaN, or a
         ``broadcast_dims`` entry is out of range.
-      TypeError: if ``x`` is not floating point, ``key`` is not a single key,
-        or ``rate`` is not a real scalar.
+      TypeError: if ``x`` is not a floating-point array, ``key`` is not a
+        single key, ``rate`` is not a real scalar, or ``broadcast_dims`` is not
+        an iterable of ints.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -144,9 +165,8 @@ def inverted_dropout(
       >>> bool((dx.inverted_dropout(None, x, 0.5, deterministic=True) == x).all())
       True
     """
-    return _bernoulli_dropout(
-        "inverted_dropout", key, x, rate, deterministic, broadcast_dims, rescale=True
-    )
+    args = _validate.arguments("inverted_dropout", key, x, rate, deterministic, broadcast_dims)
+    return _bernoulli_dropout("inverted_dropout", args, rate, rescale=True)
 
 
 dropout = inverted_dropout
@@ -154,12 +174,12 @@ dropout = inverted_dropout
 
 
 def vanilla_dropout(
-    key: Any,
+    key: KeyLike | None,
     x: ArrayLike,
     rate: ArrayLike,
     *,
     deterministic: bool = False,
-    broadcast_dims: Sequence[int] = (),
+    broadcast_dims: Iterable[int] = (),
 ) -> jax.Array:
     """Vanilla dropout: zero units while training, scale by ``1 - rate`` at inference.
 
@@ -169,14 +189,16 @@ def vanilla_dropout(
     give the same expected activation, ``(1 - rate) * x``.
 
     The mask is the one :func:`inverted_dropout` draws for the same key, shape
-    and rate. The inference scale is computed in float32 (float64 for float64
-    input) and rounded once. The gradient is ``mask`` while training and
-    ``1 - rate`` at inference; no mask is stored for the backward pass.
+    and rate, and ``x`` is accepted as there. The inference scale is computed
+    in float32 (float64 for float64 input) and rounded once. The gradient is
+    ``mask`` while training and ``1 - rate`` at inference; no mask is stored
+    for the backward pass.
 
     Args:
       key: a typed or raw PRNG key; ignored (may be ``None``) when
-        ``deterministic`` is true.
-      x: the activations, of any floating dtype and shape.
+        ``deterministic`` is true or a concrete ``rate`` is 0 or 1.
+      x: the activations, a floating array of any shape, accepted as by
+        :func:`inverted_dropout`.
       rate: the probability of dropping each unit, in ``[0, 1]``; a Python
         number or a (possibly traced) JAX scalar, as in
         :func:`inverted_dropout`.
@@ -196,26 +218,25 @@ def vanilla_dropout(
     Example:
       >>> import jax, jax.numpy as jnp
       >>> import dropoutx as dx
-      >>> x = jnp.full((4, 8), 3.0)
+      >>> x = jnp.full((4, 8), 3.0, jnp.float32)
       >>> y = dx.vanilla_dropout(jax.random.key(0), x, 0.25)
       >>> sorted(set(y.ravel().tolist()))  # no rescaling while training
       [0.0, 3.0]
       >>> dx.vanilla_dropout(None, x, 0.25, deterministic=True)[0, :3]
       Array([2.25, 2.25, 2.25], dtype=float32)
     """
-    return _bernoulli_dropout(
-        "vanilla_dropout", key, x, rate, deterministic, broadcast_dims, rescale=False
-    )
+    args = _validate.arguments("vanilla_dropout", key, x, rate, deterministic, broadcast_dims)
+    return _bernoulli_dropout("vanilla_dropout", args, rate, rescale=False)
 
 
 def annealed_dropout(
-    key: Any,
+    key: KeyLike | None,
     x: ArrayLike,
     step: ArrayLike,
     schedule: Callable[[Any], ArrayLike],
     *,
     deterministic: bool = False,
-    broadcast_dims: Sequence[int] = (),
+    broadcast_dims: Iterable[int] = (),
 ) -> jax.Array:
     """Inverted dropout whose rate follows a schedule over training steps.
 
@@ -228,8 +249,9 @@ def annealed_dropout(
 
     Args:
       key: a typed or raw PRNG key; ignored (may be ``None``) when
-        ``deterministic`` is true.
-      x: the activations, of any floating dtype and shape.
+        ``deterministic`` is true or the scheduled rate is a concrete 0 or 1.
+      x: the activations, a floating array of any shape, accepted as by
+        :func:`inverted_dropout`.
       step: the training step, a Python integer or a (possibly traced) JAX
         scalar.
       schedule: a callable mapping ``step`` to the drop rate, e.g. any optax
@@ -258,11 +280,15 @@ def annealed_dropout(
       >>> bool((y == x).all())  # the rate has decayed to 0
       True
     """
-    schedule = _validate.schedule("annealed_dropout", schedule)
-    if _validate.deterministic("annealed_dropout", deterministic):
-        return _validate.floating_input("annealed_dropout", x)
+    fn_name = "annealed_dropout"
+    schedule = _validate.schedule(fn_name, schedule)
+    if _validate.static_bool(fn_name, "deterministic", deterministic):
+        x = _validate.floating_input(fn_name, x)
+        _validate.broadcast_dims(fn_name, broadcast_dims, x.ndim)
+        return x
     rate = _absorb_schedule_rounding(schedule(step))
-    return _bernoulli_dropout("annealed_dropout", key, x, rate, False, broadcast_dims, rescale=True)
+    args = _validate.arguments(fn_name, key, x, rate, False, broadcast_dims)
+    return _bernoulli_dropout(fn_name, args, rate, rescale=True)
 
 
 # A schedule evaluated in float32 can miss its end point by a rounding error:
@@ -286,20 +312,173 @@ def _absorb_schedule_rounding(rate: Any) -> Any:
     return jnp.where(near, jnp.clip(rate, 0, 1), rate)
 
 
-@functools.partial(jax.jit, static_argnames=("shape", "broadcast_dims"))
-def _keep_mask(
-    key: jax.Array, rate: jax.Array, *, shape: tuple[int, ...], broadcast_dims: tuple[int, ...]
+# --- drop path and spatial dropout: the mask shared along fixed axes -------------------
+
+
+def drop_path(
+    key: KeyLike | None,
+    x: ArrayLike,
+    rate: ArrayLike,
+    *,
+    deterministic: bool = False,
+    scale_by_keep: bool = True,
 ) -> jax.Array:
-    _core.check_traced("keep_mask", "rate", rate, _core.rate_in_range(rate), "[0, 1]")
-    return _random.keep_mask(key, shape, rate, broadcast_dims)
+    """Drop path (stochastic depth): drop whole examples of a residual branch.
+
+    One keep decision per example along axis 0 applies to the whole example
+    (Huang et al. 2016, "Deep Networks with Stochastic Depth"): while training
+
+        y[i] = where(mask[i], x[i] / (1 - rate), 0),   mask ~ Bernoulli(1 - rate),
+
+    or ``where(mask[i], x[i], 0)`` when ``scale_by_keep`` is false. At
+    inference ``y = x`` (either way, as in timm's ``drop_path``). Apply it to
+    a residual branch: ``x + drop_path(key, branch(x), rate)``.
+
+    This is :func:`inverted_dropout` (or, unscaled, the training pass of
+    :func:`vanilla_dropout`) with ``broadcast_dims`` every axis but 0, so
+    ``mask`` equals ``keep_mask(key, (x.shape[0],), rate)``, the scale is
+    computed in float32 and rounded once, a rate of 0 or 1 gives no NaN, and
+    the gradient is ``mask / (1 - rate)`` (or ``mask``), regenerated from the
+    key in the backward pass. As there, a float16 value scaled beyond 65504
+    becomes inf.
+
+    Args:
+      key: a typed or raw PRNG key; ignored (may be ``None``) when
+        ``deterministic`` is true or a concrete ``rate`` is 0 or 1.
+      x: the activations, of any floating dtype, with the batch on axis 0
+        (rank at least 1). Under ``jax.vmap`` over examples, call it on the
+        batch instead, or use :func:`inverted_dropout` with ``broadcast_dims``
+        every axis.
+      rate: the probability of dropping each example, in ``[0, 1]``; a Python
+        number or a (possibly traced) JAX scalar, as in
+        :func:`inverted_dropout`.
+      deterministic: if true, return ``x`` unchanged and draw no random bits.
+      scale_by_keep: if true, scale kept examples by ``1 / (1 - rate)`` so that
+        ``E[y] = x``.
+
+    Returns:
+      An array of the same shape and dtype as ``x``.
+
+    Raises:
+      ValueError: if ``x`` is a scalar, or a concrete ``rate`` is outside
+        ``[0, 1]`` or NaN.
+      TypeError: if ``x`` is not floating point, ``key`` is not a single key,
+        ``rate`` is not a real scalar, or ``scale_by_keep`` is not a bool.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import dropoutx as dx
+      >>> x = jnp.ones((8, 3, 4), jnp.bfloat16)
+      >>> y = dx.drop_path(jax.random.key(0), x, 0.5)
+      >>> y.shape, y.dtype
+      ((8, 3, 4), dtype(bfloat16))
+      >>> per_example = y.reshape(8, -1)
+      >>> bool((per_example == per_example[:, :1]).all())  # whole examples
+      True
+      >>> sorted(set(y.ravel().tolist()))  # dropped, or kept and scaled by 1 / 0.5
+      [0.0, 2.0]
+    """
+    fn_name = "drop_path"
+    x = _validate.batched_input(fn_name, _validate.floating_input(fn_name, x))
+    rescale = _validate.static_bool(fn_name, "scale_by_keep", scale_by_keep)
+    every_axis_but_batch = range(1, x.ndim)
+    args = _validate.arguments(fn_name, key, x, rate, deterministic, every_axis_but_batch)
+    if args.deterministic:  # the identity, scaled or not
+        return args.x
+    return _bernoulli_dropout(fn_name, args, rate, rescale=rescale)
+
+
+def spatial_dropout(
+    key: KeyLike | None,
+    x: ArrayLike,
+    rate: ArrayLike,
+    *,
+    deterministic: bool = False,
+    channel_axis: int = -1,
+    batch_axis: int | None = 0,
+) -> jax.Array:
+    """Spatial dropout: drop whole feature maps (channels) of each example.
+
+    Inverted dropout with one mask value per (example, channel), shared over
+    every other (spatial) axis, as Keras ``SpatialDropout1D/2D/3D`` and
+    PyTorch ``Dropout1d/2d/3d`` (Tompson et al. 2015, "Efficient object
+    localization using convolutional networks"): neighbouring activations of a
+    feature map are strongly correlated, so dropping them one by one barely
+    regularises. It is exactly ``inverted_dropout(key, x, rate,
+    broadcast_dims=spatial_axes)``:
+
+    ======================  =================  ====================
+    layout                  ``channel_axis``   ``broadcast_dims``
+    ======================  =================  ====================
+    1D ``(N, W, C)``        ``-1`` (default)   ``(1,)``
+    2D ``(N, H, W, C)``     ``-1`` (default)   ``(1, 2)``
+    3D ``(N, D, H, W, C)``  ``-1`` (default)   ``(1, 2, 3)``
+    1D ``(N, C, W)``        ``1``              ``(2,)``
+    2D ``(N, C, H, W)``     ``1``              ``(2, 3)``
+    3D ``(N, C, D, H, W)``  ``1``              ``(2, 3, 4)``
+    ======================  =================  ====================
+
+    Flax convolutions are channels-last, the default here. Scaling, dtypes and
+    float16 overflow are as in :func:`inverted_dropout`. For alpha dropout
+    of feature maps, pass the same ``broadcast_dims`` to :func:`alpha_dropout`.
+
+    Args:
+      key: a typed or raw PRNG key; ignored (may be ``None``) when
+        ``deterministic`` is true or a concrete ``rate`` is 0 or 1.
+      x: the activations, of any floating dtype.
+      rate: the probability of dropping each channel, in ``[0, 1]``; a Python
+        number or a (possibly traced) JAX scalar, as in
+        :func:`inverted_dropout`.
+      deterministic: if true, return ``x`` unchanged and draw no random bits.
+      channel_axis: the channel axis: ``-1`` for channels-last (NWC, NHWC,
+        NDHWC), ``1`` for channels-first (NCW, NCHW, NCDHW).
+      batch_axis: the batch axis, whose examples get independent masks, or
+        ``None`` for an unbatched input (e.g. one example under ``jax.vmap``,
+        with one key per example).
+
+    Returns:
+      An array of the same shape and dtype as ``x``.
+
+    Raises:
+      ValueError: if ``channel_axis`` or ``batch_axis`` is out of range or
+        they coincide, or a concrete ``rate`` is outside ``[0, 1]`` or NaN.
+      TypeError: if ``x`` is not floating point, ``key`` is not a single key,
+        ``rate`` is not a real scalar, or an axis is not an int.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import dropoutx as dx
+      >>> x = jnp.ones((2, 5, 5, 16))  # NHWC
+      >>> y = dx.spatial_dropout(jax.random.key(0), x, 0.5)
+      >>> y.shape, y.dtype
+      ((2, 5, 5, 16), dtype('float32'))
+      >>> bool((y == y[:, :1, :1, :]).all())  # constant over H and W
+      True
+      >>> same = dx.inverted_dropout(jax.random.key(0), x, 0.5, broadcast_dims=(1, 2))
+      >>> bool((y == same).all())
+      True
+    """
+    fn_name = "spatial_dropout"
+    x = _validate.floating_input(fn_name, x)
+    axes = _validate.channel_and_batch_axes(fn_name, channel_axis, batch_axis, x.ndim)
+    spatial_axes = [axis for axis in range(x.ndim) if axis not in axes]
+    args = _validate.arguments(fn_name, key, x, rate, deterministic, spatial_axes)
+    return _bernoulli_dropout(fn_name, args, rate, rescale=True)
+
+
+# --- the mask -----------------------------------------------------------------------
+
+_jitted_draw_keep_mask = jax.jit(
+    _random.draw_keep_mask, static_argnames=("shape", "broadcast_dims")
+)
 
 
 def keep_mask(
-    key: Any,
+    key: KeyLike | None,
     shape: Sequence[int],
     rate: ArrayLike,
     *,
-    broadcast_dims: Sequence[int] = (),
+    broadcast_dims: Iterable[int] = (),
 ) -> jax.Array:
     """The boolean mask the Bernoulli transforms use: ``True`` means kept.
 
@@ -308,11 +487,14 @@ def keep_mask(
     that :func:`inverted_dropout` and :func:`vanilla_dropout` apply, and it
     equals ``jax.random.bits(key, mask_shape) >= floor(rate * 2**32)``
     broadcast to ``shape``, where ``mask_shape`` is ``shape`` with the
-    broadcast axes set to 1 (for threefry keys).
+    broadcast axes set to 1 (for threefry keys, under
+    ``jax_threefry_partitionable=True``, JAX's default; the mask itself does
+    not depend on that flag, only ``jax.random.bits`` does).
 
     Args:
-      key: a typed or raw PRNG key.
-      shape: the shape of the mask.
+      key: a typed or raw PRNG key; may be ``None`` when a concrete ``rate`` is
+        0 or 1.
+      shape: the shape of the mask, a sequence of ints.
       rate: the drop probability, in ``[0, 1]``; a Python number or a
         (possibly traced) JAX scalar. A traced rate outside ``[0, 1]`` (or
         NaN) drops every unit, and ``checkify`` reports it.
@@ -324,8 +506,9 @@ def keep_mask(
     Raises:
       ValueError: if a concrete ``rate`` is outside ``[0, 1]`` or NaN, or a
         ``broadcast_dims`` entry is out of range.
-      TypeError: if ``key`` is not a single key or ``rate`` is not a real
-        scalar.
+      ValueError: if a ``shape`` entry is negative.
+      TypeError: if ``key`` is not a single key, ``rate`` is not a real
+        scalar, or ``shape`` or ``broadcast_dims`` is not a sequence of ints.
 
     Example:
       >>> import jax
@@ -336,13 +519,20 @@ def keep_mask(
       >>> bool((mask == mask[0]).all())  # one value per column, shared by the rows
       True
     """
-    shape = _validate.shape("keep_mask", shape)
-    rate_value = _validate.rate("keep_mask", rate)
-    dims = _validate.broadcast_dims("keep_mask", broadcast_dims, len(shape))
-    key = _random.check_key("keep_mask", key)
+    fn_name = "keep_mask"
+    shape = _validate.shape(fn_name, shape)
+    rate_value = _validate.rate(fn_name, rate)
+    dims = _validate.broadcast_dims(fn_name, broadcast_dims, len(shape))
+    if key is not None or rate_value not in (0.0, 1.0):
+        key = _validate.key(
+            fn_name, key, required=" (it may be None only when the rate is a concrete 0 or 1)"
+        )
     if rate_value == 0.0:
         return jnp.ones(shape, bool)
     if rate_value == 1.0:
         return jnp.zeros(shape, bool)
-    rate = jnp.asarray(rate, jnp.float32 if rate_value is not None else None)
-    return _keep_mask(key, rate, shape=shape, broadcast_dims=dims)
+    if rate_value is not None:
+        return _jitted_draw_keep_mask(key, shape, jnp.asarray(rate_value, jnp.float32), dims)
+    rate = jnp.asarray(rate)
+    _traced.report(fn_name, "rate", rate, "[0, 1]")
+    return _jitted_draw_keep_mask(key, shape, rate, dims)

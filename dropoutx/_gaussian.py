@@ -1,41 +1,39 @@
-"""Gaussian dropout (multiplicative noise) and additive Gaussian noise."""
+"""Gaussian dropout (multiplicative noise) and additive Gaussian noise.
+
+Both run the one jitted body :func:`_noisy`, which draws ``eps ~ N(0, 1)``
+from the key (``_random.standard_normal``) and applies it.
+"""
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from dropoutx import _core, _random, _validate
+from dropoutx import _dtypes, _random, _traced, _validate
+from dropoutx._validate import KeyLike
 
 
-@functools.partial(
-    jax.jit, static_argnames=("fn_name", "arg_name", "multiplicative", "broadcast_dims")
-)
+@functools.partial(jax.jit, static_argnames=("multiplicative", "broadcast_dims"))
 def _noisy(
     key: jax.Array,
     x: jax.Array,
-    param: jax.Array,
     stddev: jax.Array,
     *,
-    fn_name: str,
-    arg_name: str,
     multiplicative: bool,
     broadcast_dims: tuple[int, ...] = (),
 ) -> jax.Array:
     """``x * (1 + stddev * eps)`` or ``x + stddev * eps``, ``eps ~ N(0, 1)``.
 
-    ``eps`` has one value per position of the non-broadcast axes. ``param`` is
-    the user's argument (rate or stddev), checked here when traced.
-    The body runs under ``jax.checkpoint``: the noise is regenerated from the
-    key in the backward pass instead of being stored.
+    ``eps`` has one value per position of the non-broadcast axes. The body
+    runs under ``jax.checkpoint``: the noise is regenerated from the key in the
+    backward pass instead of being stored.
     """
-    dtype = _core.compute_dtype(x.dtype)
+    dtype = _dtypes.compute_dtype(x.dtype)
     noise_shape = tuple(1 if axis in broadcast_dims else n for axis, n in enumerate(x.shape))
 
     def apply(key: jax.Array, x: jax.Array, stddev: jax.Array) -> jax.Array:
@@ -51,23 +49,16 @@ def _noisy(
     # and the arithmetic rewritten around it, so the result would differ by a
     # rounding from the eager call. It costs nothing per element.
     stddev = jax.lax.optimization_barrier(stddev)
-    y = jax.checkpoint(apply)(key, x, stddev)
-    if multiplicative:
-        valid = (param >= 0) & (param < 1)
-        interval = "[0, 1)"
-    else:
-        valid = (param >= 0) & jnp.isfinite(param)
-        interval = "[0, inf)"
-    return _core.guard_traced(fn_name, y, arg_name, param, valid, interval)
+    return jax.checkpoint(apply)(key, x, stddev)
 
 
 def gaussian_dropout(
-    key: Any,
+    key: KeyLike | None,
     x: ArrayLike,
     rate: ArrayLike,
     *,
     deterministic: bool = False,
-    broadcast_dims: Sequence[int] = (),
+    broadcast_dims: Iterable[int] = (),
 ) -> jax.Array:
     """Gaussian dropout: multiply by ``N(1, rate / (1 - rate))`` noise.
 
@@ -75,8 +66,16 @@ def gaussian_dropout(
     ``eps ~ N(0, 1)``; at inference ``y = x``. The multiplier has the mean (1)
     and variance (``rate / (1 - rate)``) of inverted dropout's ``mask / (1 -
     rate)``, as in Srivastava et al. (2014, section 10). The noise is drawn in
-    float32 and equals ``jax.random.normal(key, shape)``; the product is
-    computed in float32 (float64 for float64 input) and rounded once.
+    float32 and equals ``jax.random.normal(key, shape)`` under
+    ``jax_threefry_partitionable=True`` (JAX's default; the noise itself does
+    not depend on the flag). The product is computed in float32 (float64 for
+    float64 input) and rounded once; in float16 a result beyond 65504 becomes
+    inf, as the formula gives.
+
+    A Python rate just below 1 is valid, and gives the finite (if very noisy)
+    result of the formula: the noise scale ``sqrt(rate / (1 - rate))`` is
+    computed in Python's float64, so a rate such as ``1 - 1e-9``, which
+    float32 would round to 1, still gives ``sigma ~= 31623`` rather than NaN.
 
     The gradient with respect to ``x`` is the multiplier, regenerated from the
     key in the backward pass (nothing per-element is stored). With respect to a
@@ -86,8 +85,9 @@ def gaussian_dropout(
 
     Args:
       key: a typed or raw PRNG key; ignored (may be ``None``) when
-        ``deterministic`` is true.
-      x: the activations, of any floating dtype and shape.
+        ``deterministic`` is true or a concrete ``rate`` is 0.
+      x: the activations, a floating array of any shape, accepted as by
+        :func:`inverted_dropout`.
       rate: the drop rate whose Bernoulli variance the noise matches, in
         ``[0, 1)``. A Python number is validated at once; a JAX scalar may be
         traced, and a traced rate outside ``[0, 1)`` makes the output all NaN
@@ -115,36 +115,30 @@ def gaussian_dropout(
       (True, True)
     """
     fn_name = "gaussian_dropout"
-    x = _validate.floating_input(fn_name, x)
-    rate_value = _validate.rate(fn_name, rate, allow_one=False)
-    dims = _validate.broadcast_dims(fn_name, broadcast_dims, x.ndim)
-    if _validate.deterministic(fn_name, deterministic) or rate_value == 0.0:
+    kind = _validate.GAUSSIAN_RATE
+    args = _validate.arguments(fn_name, key, x, rate, deterministic, broadcast_dims, kind=kind)
+    x = args.x
+    if args.deterministic or args.param == 0.0:
         return x
-    key = _random.check_key(fn_name, key)
-    if rate_value is not None:
-        rate = jnp.asarray(rate_value, jnp.float32)
-        stddev = jnp.asarray(math.sqrt(rate_value / (1.0 - rate_value)))
-    else:
-        rate = jnp.asarray(rate)
-        # Both `where`s keep every gradient finite at rate 0 (infinite slope)
-        # and at rate 1 (division by zero); out-of-range rates give NaN below.
-        positive = (rate > 0) & (rate < 1)
-        variance = jnp.where(positive, rate / jnp.where(positive, 1 - rate, 1), 1)
-        stddev = jnp.where(positive, jnp.sqrt(variance), 0)
-    return _noisy(
-        key,
-        x,
-        rate,
-        stddev,
-        fn_name=fn_name,
-        arg_name="rate",
-        multiplicative=True,
-        broadcast_dims=dims,
-    )
+    if args.param is not None:
+        stddev = jnp.asarray(math.sqrt(args.param / (1.0 - args.param)))
+        return _dtypes.like_input(
+            _noisy(args.key, x, stddev, multiplicative=True, broadcast_dims=args.broadcast_dims),
+            x,
+        )
+    traced_rate = jnp.asarray(rate)
+    # Both `where`s keep every gradient finite at rate 0 (infinite slope) and
+    # at rate 1 (division by zero); out-of-range rates give NaN below.
+    positive = (traced_rate > 0) & (traced_rate < 1)
+    variance = jnp.where(positive, traced_rate / jnp.where(positive, 1 - traced_rate, 1), 1)
+    stddev = jnp.where(positive, jnp.sqrt(variance), 0)
+    y = _noisy(args.key, x, stddev, multiplicative=True, broadcast_dims=args.broadcast_dims)
+    y = _traced.guard(fn_name, "rate", y, traced_rate, "[0, 1)")
+    return _dtypes.like_input(y, x)
 
 
 def gaussian_noise(
-    key: Any,
+    key: KeyLike | None,
     x: ArrayLike,
     stddev: ArrayLike,
     *,
@@ -153,15 +147,18 @@ def gaussian_noise(
     """Additive Gaussian noise: ``x + stddev * eps``, ``eps ~ N(0, 1)``.
 
     While training ``y = x + stddev * eps``; at inference ``y = x``. The noise
-    is drawn in float32 and equals ``jax.random.normal(key, x.shape)``; the sum
-    is computed in float32 (float64 for float64 input) and rounded once. The
+    is drawn in float32 and equals ``jax.random.normal(key, x.shape)`` under
+    ``jax_threefry_partitionable=True`` (JAX's default; the noise itself does
+    not depend on the flag). The sum is computed in float32 (float64 for
+    float64 input) and rounded once. The
     gradient with respect to ``x`` is 1, and with respect to a traced
     ``stddev`` it is ``eps``.
 
     Args:
       key: a typed or raw PRNG key; ignored (may be ``None``) when
-        ``deterministic`` is true.
-      x: the activations, of any floating dtype and shape.
+        ``deterministic`` is true or a concrete ``stddev`` is 0.
+      x: the activations, a floating array of any shape, accepted as by
+        :func:`inverted_dropout`.
       stddev: the noise standard deviation, ``>= 0`` and finite. A Python
         number is validated at once; a traced value that is negative, NaN or
         infinite makes the output all NaN (``checkify`` reports it).
@@ -183,10 +180,15 @@ def gaussian_noise(
       (dtype('float32'), True)
     """
     fn_name = "gaussian_noise"
-    x = _validate.floating_input(fn_name, x)
-    stddev_value = _validate.stddev(fn_name, stddev)
-    if _validate.deterministic(fn_name, deterministic) or stddev_value == 0.0:
+    args = _validate.arguments(fn_name, key, x, stddev, deterministic, kind=_validate.STDDEV)
+    x = args.x
+    if args.deterministic or args.param == 0.0:
         return x
-    key = _random.check_key(fn_name, key)
-    stddev = jnp.asarray(stddev, jnp.float32 if stddev_value is not None else None)
-    return _noisy(key, x, stddev, stddev, fn_name=fn_name, arg_name="stddev", multiplicative=False)
+    if args.param is None:
+        scale = jnp.asarray(stddev)  # traced: kept in its own dtype
+    else:
+        scale = jnp.asarray(args.param, jnp.float32)
+    y = _noisy(args.key, x, scale, multiplicative=False)
+    if args.param is None:
+        y = _traced.guard(fn_name, "stddev", y, scale, "[0, inf)")
+    return _dtypes.like_input(y, x)

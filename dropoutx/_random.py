@@ -9,18 +9,18 @@ touches several times the memory of a copy.
 
 Here the same hash is written with plain ``jnp`` integer operations over an
 iota counter. The result is bit-identical to ``jax.random.bits(key, shape)``
-(with ``jax_threefry_partitionable``, the default), but every step is
-elementwise, so XLA fuses generation, comparison and selection into one pass,
-and under SPMD each shard computes its own counters without communication.
-Keys of other implementations (rbg, unsafe_rbg, philox, threefry4x32) use
-``jax.random.bits``.
+with ``jax_threefry_partitionable=True`` (the default since JAX 0.5), but every
+step is elementwise, so XLA fuses generation, comparison and selection into one
+pass, and under SPMD each shard computes its own counters without
+communication. The bits do not depend on that flag: with
+``jax_threefry_partitionable=False``, ``jax.random.bits`` changes and these do
+not. Keys of other implementations (rbg, unsafe_rbg, philox, threefry4x32),
+and shapes of 2**32 elements or more, use ``jax.random.bits`` itself.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,54 +35,6 @@ Sharding = NamedSharding | PartitionSpec | None
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _KEY_PARITY = 0x1BD11BDA
 _THREEFRY = "threefry2x32"
-
-
-@functools.cache
-def _raw_key_shape(impl: str) -> tuple[int, ...]:
-    """Shape of a raw key of the named implementation (``(2,)`` for threefry)."""
-    return jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape
-
-
-def check_key(fn_name: str, key: Any) -> jax.Array:
-    """Returns ``key`` as a typed key array of shape ``()``, or raises.
-
-    Accepts typed keys (``jax.random.key``) and raw ``uint32`` keys
-    (``jax.random.PRNGKey``), which are read with the default implementation.
-
-    Raises:
-      TypeError: if ``key`` is missing, not a key, or a batch of keys.
-    """
-    if key is None:
-        raise TypeError(
-            f"dropoutx.{fn_name}: a PRNG key is required when "
-            f"deterministic=False; pass e.g. jax.random.key(0)."
-        )
-    if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape:
-            raise TypeError(
-                f"dropoutx.{fn_name}: accepts a single key, but was given a key "
-                f"array of shape {key.shape}; use jax.vmap to map over a batch "
-                f"of keys."
-            )
-        return key
-    raw_shape = _raw_key_shape(jax.config.jax_default_prng_impl)  # type: ignore[attr-defined]
-    dtype = getattr(key, "dtype", None)
-    if dtype == np.uint32 and key.shape[-len(raw_shape) :] == raw_shape:
-        if key.shape != raw_shape:
-            raise TypeError(
-                f"dropoutx.{fn_name}: accepts a single key, but was given a raw "
-                f"key array of shape {key.shape}; use jax.vmap to map over a "
-                f"batch of keys."
-            )
-        return jax.random.wrap_key_data(key)
-    description = f"dtype {dtype}, shape {getattr(key, 'shape', None)}"
-    if dtype is None:
-        description = f"{key!r}"
-    raise TypeError(
-        f"dropoutx.{fn_name}: key must be a typed PRNG key (jax.random.key(0)) "
-        f"or a raw uint32{list(raw_shape)} key (jax.random.PRNGKey(0)), got "
-        f"{description}."
-    )
 
 
 def _rotate_left(value: jax.Array, distance: int) -> jax.Array:
@@ -150,12 +102,18 @@ def _keyed_counter(
 def random_bits(key: jax.Array, shape: tuple[int, ...], out_sharding: Sharding = None) -> jax.Array:
     """``uint32`` bits equal to ``jax.random.bits(key, shape)``, fusibly.
 
+    (Equal under the default ``jax_threefry_partitionable=True``; the bits
+    themselves do not depend on the flag, see the module docstring.)
+
     ``out_sharding`` (e.g. ``jax.typeof(x).sharding``) places the counters, so
     that on a mesh with explicit axes each device hashes only its own shard;
     with automatic axes the partitioner does the same by propagation. The bits
     do not depend on it.
     """
-    if str(jax.random.key_impl(key)) != _THREEFRY or math.prod(shape) >= 2**32:
+    size = math.prod(shape)
+    if size == 0:  # the strides of an empty shape can exceed 2**32: (0, 2**33)
+        return jnp.broadcast_to(np.uint32(0), shape, out_sharding=out_sharding)
+    if str(jax.random.key_impl(key)) != _THREEFRY or size >= 2**32:
         return jax.random.bits(key, shape, jnp.uint32, out_sharding=out_sharding)
     key_data = jax.random.key_data(key)
     key_words = (key_data[0], key_data[1])
@@ -177,7 +135,7 @@ def drop_threshold(rate: jax.Array) -> jax.Array:
     return jnp.clip(scaled, 0, None).astype(jnp.uint32)
 
 
-def keep_mask(
+def draw_keep_mask(
     key: jax.Array,
     shape: tuple[int, ...],
     rate: jax.Array,

@@ -10,14 +10,14 @@ block the same mask. :func:`shard_key` derives one key per shard instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 
-from dropoutx import _random
+from dropoutx import _validate
+from dropoutx._validate import KeyLike
 
 
-def shard_key(key: Any, axis_name: str | Sequence[str]) -> jax.Array:
+def shard_key(key: KeyLike, axis_name: str | Sequence[str]) -> jax.Array:
     """A key of its own for each shard along the named mesh axes.
 
     ``shard_key(key, axes) = jax.random.fold_in(key, jax.lax.axis_index(axes))``,
@@ -66,15 +66,6 @@ def shard_key(key: Any, axis_name: str | Sequence[str]) -> jax.Array:
       >>> sorted(set(y.ravel().tolist()))  # dropped units are 0, kept ones 1 / 0.5
       [0.0, 2.0]
     """
-    _random.check_key("shard_key", key)
-    names = (axis_name,) if isinstance(axis_name, str) else axis_name
-    if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
-        raise TypeError(
-            f"dropoutx.shard_key: axis_name must be a mesh axis name or a sequence "
-            f"of them, got {axis_name=}."
-        )
-    if not names:
-        raise ValueError(
-            f"dropoutx.shard_key: axis_name must name at least one mesh axis, got {axis_name=}."
-        )
-    return jax.random.fold_in(key, jax.lax.axis_index(tuple(names)))
+    _validate.key("shard_key", key)
+    names = _validate.axis_names("shard_key", axis_name)
+    return jax.random.fold_in(key, jax.lax.axis_index(names))

@@ -1,57 +1,119 @@
-"""Argument checks shared by every public transform.
+"""Every check of a concrete argument, in one place.
 
 Each check runs on concrete Python values before anything is traced or
 computed, and raises an error that names the public function, the argument and
-the offending value. Values that are traced cannot be checked here; the
-transforms turn an out-of-range traced value into a NaN output and a
-``checkify.debug_check`` instead (see ``_core.guard_traced``).
+the offending value, and says what to do: ``ValueError`` for a bad value,
+``TypeError`` for a bad type. Values that are traced cannot be checked here;
+the transforms turn an out-of-range traced value into a NaN output and a
+``checkify.debug_check`` instead (see ``_traced``).
 """
 
 from __future__ import annotations
 
+import decimal
+import functools
 import math
 import numbers
-from collections.abc import Callable, Sequence
-from typing import Any
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, TypeAlias
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+KeyLike: TypeAlias = jax.Array | np.ndarray
+"""A PRNG key: a typed key (``jax.random.key(0)``) or a raw ``uint32`` key
+(``jax.random.PRNGKey(0)``, ``uint32[2]`` for threefry)."""
 
-def floating_input(fn_name: str, x: Any) -> jax.Array:
-    """Returns ``x`` as a JAX array, or raises if it is not floating point."""
-    dtype = jnp.result_type(x)
-    if not jnp.issubdtype(dtype, jnp.floating):
+
+# --- the activations -------------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    """``repr(value)``, shortened to one line."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def floating_input(fn_name: str, x: Any, arg_name: str = "x") -> jax.Array:
+    """Returns ``x`` as a JAX array, or raises if it is not a floating-point array.
+
+    Accepted: JAX and NumPy arrays and scalars, Python numbers (a Python float
+    stays weakly typed), and objects with ``__jax_array__``. Python lists and
+    tuples are rejected, as ``jax.numpy`` functions reject them.
+    """
+    if x is None:
         raise TypeError(
-            f"dropoutx.{fn_name}: x must be a floating-point array (float16, "
-            f"bfloat16, float32 or float64), got dtype {dtype}. Cast it first, "
-            f"e.g. x.astype(jnp.float32)."
+            f"dropoutx.{fn_name}: {arg_name} must be an array, got None. Did the layer that "
+            f"computes {arg_name} forget to return its output?"
         )
-    return jnp.asarray(x)
+    is_array = isinstance(x, jax.Array | np.ndarray | np.generic | bool | int | float | complex)
+    try:
+        if not (is_array or hasattr(x, "__jax_array__")):
+            raise TypeError
+        x = jnp.asarray(x)
+    except TypeError:  # also a NumPy array of strings or objects
+        raise TypeError(
+            f"dropoutx.{fn_name}: {arg_name} must be a floating-point JAX or NumPy array, got "
+            f"{type(x).__name__} {_describe(x)}. Convert it first, e.g. "
+            f"jnp.asarray({arg_name}, jnp.float32)."
+        ) from None
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"dropoutx.{fn_name}: {arg_name} must be a floating-point array (float16, "
+            f"bfloat16, float32 or float64), got dtype {x.dtype}. Cast it first, "
+            f"e.g. {arg_name}.astype(jnp.float32)."
+        )
+    return x
+
+
+def batched_input(fn_name: str, x: jax.Array) -> jax.Array:
+    """Checks that ``x`` has a batch axis (rank >= 1)."""
+    if x.ndim == 0:
+        raise ValueError(
+            f"dropoutx.{fn_name}: x must have a batch axis (rank >= 1), got a "
+            f"scalar of shape {x.shape}; for one example, use x[None]."
+        )
+    return x
+
+
+# --- scalars: rate and stddev ---------------------------------------------------------
 
 
 def concrete_scalar(fn_name: str, arg_name: str, value: Any) -> float | None:
     """Returns a scalar's Python value, or ``None`` when it is traced.
 
+    Python and NumPy real numbers, ``fractions.Fraction`` and
+    ``decimal.Decimal`` are converted with ``float``; a JAX or NumPy array must
+    be a real (floating or integer) scalar.
+
     Raises:
       TypeError: if ``value`` is not a real scalar.
     """
-    is_number = isinstance(value, numbers.Number | np.ndarray | np.generic | jax.Array)
-    if not is_number or isinstance(value, bool | np.bool_) or jnp.ndim(value) != 0:
-        raise TypeError(
-            f"dropoutx.{fn_name}: {arg_name} must be a real scalar, got "
-            f"{value!r}. For one {arg_name} per example, use jax.vmap."
-        )
-    dtype = jnp.result_type(value)
-    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
-        raise TypeError(
-            f"dropoutx.{fn_name}: {arg_name} must be a real number, got {value!r} of dtype {dtype}."
-        )
-    try:
-        return float(value)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
-        return None
+    if isinstance(value, bool | np.bool_):
+        pass  # a bool is an Integral, but a rate of True is a mistake
+    elif isinstance(value, numbers.Real | decimal.Decimal):
+        try:
+            return float(value)
+        except (ValueError, OverflowError):  # a signalling NaN, an int beyond float
+            return math.nan
+    elif isinstance(value, jax.Array | np.ndarray) and value.ndim == 0:
+        if not (
+            jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
+        ):
+            raise TypeError(
+                f"dropoutx.{fn_name}: {arg_name} must be a real number, got "
+                f"{value!r} of dtype {value.dtype}."
+            )
+        try:
+            return float(value)
+        except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+            return None
+    raise TypeError(
+        f"dropoutx.{fn_name}: {arg_name} must be a real scalar, got "
+        f"{_describe(value)}. For one {arg_name} per example, use jax.vmap."
+    )
 
 
 def rate(fn_name: str, value: Any, *, allow_one: bool = True) -> float | None:
@@ -93,51 +155,116 @@ def stddev(fn_name: str, value: Any) -> float | None:
     return concrete
 
 
-def broadcast_dims(fn_name: str, dims: Sequence[int], ndim: int) -> tuple[int, ...]:
+# --- axes and shapes ---------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def broadcast_dims(fn_name: str, dims: Iterable[int], ndim: int) -> tuple[int, ...]:
     """Normalises ``broadcast_dims`` to sorted, unique, non-negative axes.
 
+    Any iterable of ints is accepted and read once (a generator works).
+
     Raises:
-      TypeError: if ``dims`` is not a sequence of integers.
+      TypeError: if ``dims`` is not an iterable of integers.
       ValueError: if an entry is outside ``[-ndim, ndim)``.
     """
-    if isinstance(dims, int) or not all(
-        isinstance(d, int | np.integer) and not isinstance(d, bool) for d in dims
-    ):
+    entries = tuple(dims) if isinstance(dims, Iterable) and not isinstance(dims, str) else None
+    if entries is None or not all(_is_int(d) for d in entries):
         raise TypeError(
             f"dropoutx.{fn_name}: broadcast_dims must be a sequence of ints, "
-            f"got broadcast_dims={dims!r}; write e.g. broadcast_dims=(1,)."
+            f"got broadcast_dims={_describe(dims)}; write e.g. broadcast_dims=(1,), "
+            f"or () for no shared axes."
         )
-    for d in dims:
+    for d in entries:
         if not -ndim <= d < ndim:
             raise ValueError(
                 f"dropoutx.{fn_name}: broadcast_dims entry {d} is out of range "
                 f"for an input of rank {ndim}; entries must lie in "
-                f"[{-ndim}, {ndim}), got broadcast_dims={tuple(dims)!r}."
+                f"[{-ndim}, {ndim}), got broadcast_dims={entries!r}."
             )
-    return tuple(sorted({int(d) % ndim for d in dims}))
+    return tuple(sorted({int(d) % ndim for d in entries}))
 
 
 def shape(fn_name: str, value: Any) -> tuple[int, ...]:
-    """Checks a shape argument and returns it as a tuple of ints."""
-    try:
-        result = tuple(int(d) for d in value)
-    except TypeError:
+    """Checks a shape argument and returns it as a tuple of ints.
+
+    Raises:
+      TypeError: if ``value`` is not a sequence of integers (a float such as
+        2.5 is not truncated).
+      ValueError: if an entry is negative.
+    """
+    entries = tuple(value) if isinstance(value, Iterable) and not isinstance(value, str) else None
+    if entries is None or not all(_is_int(d) or _has_index(d) for d in entries):
         raise TypeError(
-            f"dropoutx.{fn_name}: shape must be a sequence of ints, got {value!r}."
-        ) from None
+            f"dropoutx.{fn_name}: shape must be a sequence of ints, got "
+            f"shape={_describe(value)}; write e.g. shape=(4, 8)."
+        )
+    result = tuple(operator.index(d) for d in entries)
     if any(d < 0 for d in result):
-        raise ValueError(f"dropoutx.{fn_name}: shape entries must be >= 0, got {value!r}.")
+        raise ValueError(
+            f"dropoutx.{fn_name}: shape entries must be >= 0, got shape={_describe(value)}."
+        )
     return result
 
 
-def schedule(fn_name: str, value: Any) -> Callable[[Any], Any]:
-    """Checks that ``value`` is a schedule (a callable ``step -> rate``)."""
-    if not callable(value):
-        raise TypeError(
-            f"dropoutx.{fn_name}: schedule must be a callable step -> rate, "
-            f"such as optax.linear_schedule(0.5, 0.0, 10_000), got {value!r}."
+def _has_index(value: Any) -> bool:
+    """An integer scalar other than a bool, such as a concrete ``jnp.int32``."""
+    if isinstance(value, bool | np.bool_) or not hasattr(value, "__index__"):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
+def axis(fn_name: str, arg_name: str, value: Any, ndim: int) -> int:
+    """Normalises an axis of an array of rank ``ndim`` to ``[0, ndim)``, or raises."""
+    if not _is_int(value):
+        raise TypeError(f"dropoutx.{fn_name}: {arg_name} must be an int, got {arg_name}={value!r}.")
+    if not -ndim <= value < ndim:
+        raise ValueError(
+            f"dropoutx.{fn_name}: {arg_name}={value} is out of range for an "
+            f"input of rank {ndim}; it must lie in [{-ndim}, {ndim})."
         )
-    return value
+    return int(value) % ndim
+
+
+def channel_and_batch_axes(
+    fn_name: str, channel_axis: Any, batch_axis: Any, ndim: int
+) -> tuple[int, int | None]:
+    """Normalises a channel axis and an optional batch axis, which must differ."""
+    channel = axis(fn_name, "channel_axis", channel_axis, ndim)
+    batch = None if batch_axis is None else axis(fn_name, "batch_axis", batch_axis, ndim)
+    if channel == batch:
+        raise ValueError(
+            f"dropoutx.{fn_name}: channel_axis={channel_axis} and "
+            f"batch_axis={batch_axis} name the same axis of an input of rank "
+            f"{ndim}; for an unbatched input pass batch_axis=None."
+        )
+    return channel, batch
+
+
+def axis_names(fn_name: str, value: Any) -> tuple[str, ...]:
+    """Checks a mesh axis name or a non-empty sequence of them."""
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        raise TypeError(
+            f"dropoutx.{fn_name}: axis_name must be a mesh axis name or a sequence "
+            f"of them, got axis_name={value!r}."
+        )
+    if not names:
+        raise ValueError(
+            f"dropoutx.{fn_name}: axis_name must name at least one mesh axis, "
+            f"got axis_name={value!r}."
+        )
+    return tuple(names)
+
+
+# --- static options -------------------------------------------------------------------
 
 
 def static_bool(fn_name: str, arg_name: str, value: Any) -> bool:
@@ -149,23 +276,6 @@ def static_bool(fn_name: str, arg_name: str, value: Any) -> bool:
             f"traced; pass it as a static argument to jax.jit."
         )
     return bool(value)
-
-
-def deterministic(fn_name: str, value: Any) -> bool:
-    """Checks the ``deterministic`` flag, which must be known at trace time."""
-    return static_bool(fn_name, "deterministic", value)
-
-
-def axis(fn_name: str, arg_name: str, value: Any, ndim: int) -> int:
-    """Normalises an axis of an array of rank ``ndim`` to ``[0, ndim)``, or raises."""
-    if not isinstance(value, int | np.integer) or isinstance(value, bool):
-        raise TypeError(f"dropoutx.{fn_name}: {arg_name} must be an int, got {arg_name}={value!r}.")
-    if not -ndim <= value < ndim:
-        raise ValueError(
-            f"dropoutx.{fn_name}: {arg_name}={value} is out of range for an "
-            f"input of rank {ndim}; it must lie in [{-ndim}, {ndim})."
-        )
-    return int(value) % ndim
 
 
 def count(fn_name: str, arg_name: str, value: Any, *, minimum: int) -> int:
@@ -180,3 +290,163 @@ def count(fn_name: str, arg_name: str, value: Any, *, minimum: int) -> int:
             f"dropoutx.{fn_name}: {arg_name} must be >= {minimum}, got {arg_name}={value}."
         )
     return int(value)
+
+
+def ddof(fn_name: str, value: Any, num_samples: int) -> int:
+    """Checks the delta degrees of freedom of a variance over ``num_samples``."""
+    value = count(fn_name, "ddof", value, minimum=0)
+    if value >= num_samples:
+        raise ValueError(
+            f"dropoutx.{fn_name}: ddof must be less than num_samples, got "
+            f"ddof={value} with {num_samples=}; the variance divides by num_samples - ddof."
+        )
+    return value
+
+
+def function(fn_name: str, arg_name: str, value: Any, example: str) -> Callable[..., Any]:
+    """Checks that ``value`` is callable; ``example`` says what it should be."""
+    if not callable(value):
+        raise TypeError(
+            f"dropoutx.{fn_name}: {arg_name} must be a callable {example}, got {value!r}."
+        )
+    return value
+
+
+def schedule(fn_name: str, value: Any) -> Callable[[Any], Any]:
+    """Checks that ``value`` is a schedule (a callable ``step -> rate``)."""
+    return function(
+        fn_name, "schedule", value, "step -> rate, such as optax.linear_schedule(0.5, 0.0, 10_000)"
+    )
+
+
+def real_outputs(fn_name: str, shapes: Any) -> None:
+    """Checks that every leaf of ``fn``'s abstract output is a real array."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        real = dtype is not None and (
+            jnp.issubdtype(dtype, jnp.floating)
+            or jnp.issubdtype(dtype, jnp.integer)
+            or jnp.issubdtype(dtype, jnp.bool_)
+        )
+        if not real:
+            raise TypeError(
+                f"dropoutx.{fn_name}: fn must return real arrays, but its output "
+                f"{jax.tree_util.keystr(path) or 'leaf'} has dtype {dtype}."
+            )
+
+
+# --- keys ---------------------------------------------------------------------------
+
+
+@functools.cache
+def _raw_key_shape(impl: str) -> tuple[int, ...]:
+    """Shape of a raw key of the named implementation (``(2,)`` for threefry)."""
+    return jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape
+
+
+def key(fn_name: str, value: Any, *, required: str = "") -> jax.Array:
+    """Returns ``value`` as a typed key array of shape ``()``, or raises.
+
+    Accepts typed keys (``jax.random.key``) and raw ``uint32`` keys
+    (``jax.random.PRNGKey``), which are read with the default implementation.
+    ``required`` completes "a PRNG key is required" in the error for ``None``.
+
+    Raises:
+      TypeError: if ``value`` is missing, not a key, or a batch of keys.
+    """
+    if value is None:
+        raise TypeError(
+            f"dropoutx.{fn_name}: a PRNG key is required{required}; pass e.g. jax.random.key(0)."
+        )
+    if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        if value.shape:
+            raise TypeError(
+                f"dropoutx.{fn_name}: accepts a single key, but was given a key "
+                f"array of shape {value.shape}; use jax.vmap to map over a batch "
+                f"of keys."
+            )
+        return value
+    raw_shape = _raw_key_shape(jax.config.jax_default_prng_impl)  # type: ignore[attr-defined]
+    dtype = getattr(value, "dtype", None)
+    if dtype == np.uint32 and value.shape[-len(raw_shape) :] == raw_shape:
+        if value.shape != raw_shape:
+            raise TypeError(
+                f"dropoutx.{fn_name}: accepts a single key, but was given a raw "
+                f"key array of shape {value.shape}; use jax.vmap to map over a "
+                f"batch of keys."
+            )
+        return jax.random.wrap_key_data(value)
+    description = f"dtype {dtype}, shape {getattr(value, 'shape', None)}"
+    if dtype is None:
+        description = _describe(value)
+    raise TypeError(
+        f"dropoutx.{fn_name}: key must be a typed PRNG key (jax.random.key(0)) "
+        f"or a raw uint32{list(raw_shape)} key (jax.random.PRNGKey(0)), got "
+        f"{description}."
+    )
+
+
+# --- the arguments every transform shares --------------------------------------------
+
+
+class Parameter(NamedTuple):
+    """How a transform's scalar parameter is checked, and where it draws nothing."""
+
+    name: str
+    check: Callable[[str, Any], float | None]
+    draws_nothing_at: tuple[float, ...]
+    """Concrete values at which the transform draws no random bits."""
+
+
+def _gaussian_rate(fn_name: str, value: Any) -> float | None:
+    return rate(fn_name, value, allow_one=False)
+
+
+RATE = Parameter("rate", rate, (0.0, 1.0))
+GAUSSIAN_RATE = Parameter("rate", _gaussian_rate, (0.0,))  # rate 1 is invalid
+STDDEV = Parameter("stddev", stddev, (0.0,))
+
+
+class Arguments(NamedTuple):
+    """The checked arguments of a transform ``fn(key, x, param, *, options)``."""
+
+    key: jax.Array | None
+    """A typed key; ``None`` only when no random bits are drawn."""
+    x: jax.Array
+    param: float | None
+    """The Python value of the rate or stddev; ``None`` when it is traced."""
+    broadcast_dims: tuple[int, ...]
+    deterministic: bool
+
+
+def arguments(
+    fn_name: str,
+    key_value: Any,
+    x: Any,
+    param: Any,
+    deterministic: Any,
+    dims: Iterable[int] = (),
+    *,
+    kind: Parameter = RATE,
+) -> Arguments:
+    """Checks, in order, ``x``, the rate or stddev, ``broadcast_dims``,
+    ``deterministic`` and the key.
+
+    The key may be ``None`` when ``deterministic`` is true or the parameter is
+    a concrete value in ``kind.draws_nothing_at`` (a rate of 0 or 1, a stddev
+    of 0), where the transform draws no random bits; a key that is given is
+    checked unless ``deterministic`` is true.
+    """
+    x = floating_input(fn_name, x)
+    concrete = kind.check(fn_name, param)
+    normalised_dims = broadcast_dims(fn_name, dims, x.ndim)
+    deterministic = static_bool(fn_name, "deterministic", deterministic)
+    checked_key = None
+    if not deterministic and (key_value is not None or concrete not in kind.draws_nothing_at):
+        no_draw = " or ".join(f"{value:g}" for value in kind.draws_nothing_at)
+        required = (
+            f" when deterministic=False (it may be None only when deterministic=True "
+            f"or the {kind.name} is a concrete {no_draw})"
+        )
+        checked_key = key(fn_name, key_value, required=required)
+    return Arguments(checked_key, x, concrete, normalised_dims, deterministic)

@@ -1,10 +1,13 @@
 """Flax Linen modules for the dropoutx transforms.
 
-``from dropoutx import linen as dxl``. Each module resolves the
-``deterministic`` flag (with :func:`flax.linen.merge_param`, as
-:class:`flax.linen.Dropout` does) and the PRNG key (``rng`` if given, else
-``self.make_rng(self.rng_collection)``), then calls the matching function of
-:mod:`dropoutx`, which holds the maths and validates the arguments.
+``from dropoutx import linen as dxl``. Every module is a subclass of one private
+base, ``_Stochastic``, which holds the call: it merges the ``deterministic``
+flag of the field and the call (with :func:`flax.linen.merge_param`'s rules, as
+:class:`flax.linen.Dropout` does), takes the PRNG key (``rng`` if given, else
+``self.make_rng(self.rng_collection)``) and hands both to the module's
+transform, one public function of :mod:`dropoutx`, which holds the maths and
+validates the arguments. Each module declares its own fields, so its signature
+and positional order are its own.
 
 :class:`Dropout` is a drop-in replacement for :class:`flax.linen.Dropout`: the
 same fields, the same call, no parameters or variables of its own, and the
@@ -21,7 +24,7 @@ output, is dropped out while training).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -30,10 +33,8 @@ from flax import errors
 from flax.linen.dtypes import promote_dtype
 from jax.typing import ArrayLike
 
+import dropoutx as dx
 from dropoutx import _validate
-from dropoutx._bernoulli import annealed_dropout, inverted_dropout, vanilla_dropout
-from dropoutx._family import alpha_dropout, drop_path
-from dropoutx._gaussian import gaussian_dropout, gaussian_noise
 
 __all__ = (
     "AlphaDropout",
@@ -47,76 +48,140 @@ __all__ = (
 )
 
 
-def _owner(module: nn.Module) -> str:
-    """``dropoutx.linen.Dropout`` plus the module's name, for error messages."""
-    name = f" (module {module.name!r})" if module.name is not None else ""
-    return f"dropoutx.linen.{type(module).__name__}{name}"
+def _concrete(value: Any) -> float | None:
+    """``value`` as a Python float if it is a concrete scalar; ``None`` if it is traced."""
+    concrete = not isinstance(value, jax.core.Tracer) and jnp.ndim(value) == 0
+    return float(value) if concrete else None
 
 
-def _merge_deterministic(module: nn.Module, field: bool | None, call_time: bool | None) -> bool:
-    """:func:`flax.linen.merge_param` for ``deterministic``, with errors that name the fix."""
-    if field is None and call_time is None:
-        raise ValueError(
-            f'{_owner(module)}: parameter "deterministic" must be passed to the '
-            f"constructor or at call time, and was passed to neither. Set it once, "
-            f"e.g. {type(module).__name__}(..., deterministic=not train) or "
-            f"module(x, deterministic=not train)."
-        )
-    if field is not None and call_time is not None:
-        raise ValueError(
-            f'{_owner(module)}: parameter "deterministic" was passed to the '
-            f"constructor (deterministic={field!r}) and at call time "
-            f"(deterministic={call_time!r}). Should be passed just once."
-        )
-    value = field if call_time is None else call_time
-    if isinstance(value, jax.core.Tracer):
-        raise TypeError(
-            f"{_owner(module)}: deterministic must be a Python bool, but it was "
-            f"traced (e.g. passed positionally through nn.remat, nn.jit or "
-            f"jax.jit). It selects the code path, so it must be static: set it as "
-            f"a module field, or mark it static (static_argnums for nn.remat / "
-            f"jax.jit, static_argnames for jax.jit)."
-        )
-    return bool(value)
+class _Stochastic(nn.Module):
+    """The base of every module here: resolves the flag and the key, calls the transform.
 
-
-def _make_key(module: nn.Module, rng_collection: str, rng: Any) -> Any:
-    """``rng`` if given, else ``module.make_rng(rng_collection)`` with a clear error."""
-    if rng is not None:
-        return rng
-    try:
-        return module.make_rng(rng_collection)
-    except errors.InvalidRngError as error:
-        raise errors.InvalidRngError(  # type: ignore[no-untyped-call]
-            f"{_owner(module)}: deterministic=False needs a PRNG key from the "
-            f"{rng_collection!r} collection, and none was provided. Pass "
-            f"rngs={{{rng_collection!r}: jax.random.key(0)}} to Module.apply() "
-            f"(or init()), pass rng=key at call time, or use deterministic=True "
-            f"for inference."
-        ) from error
-
-
-def _resolve(
-    module: nn.Module, call_time: bool | None, rng: Any, concrete: float | None
-) -> tuple[Any, bool]:
-    """The key and the ``deterministic`` flag to pass to the transform.
-
-    Merges ``deterministic`` from the field and the call (see
-    :func:`_merge_deterministic`), then draws a key (``rng`` if given, else
-    ``make_rng``) only while training at a rate that is not a concrete 0. Like
-    :class:`flax.linen.Dropout`, a module whose rate is a concrete 0 asks for
-    no key, so such a model can be applied without a ``'dropout'`` rng; the
-    transform is then called as deterministic, which at rate 0 is the
-    identity. A traced rate (``concrete is None``) always needs a key while
-    training.
+    Like Flax's ``_Conv``, the base holds the call and each public module
+    supplies what differs. A subclass declares its own dataclass fields, so
+    its signature and positional order are its own; they end with
+    ``deterministic`` and ``rng_collection``, which the base reads. It names
+    the public function of :mod:`dropoutx` it applies in ``_function``, or,
+    if that function takes other arguments than ``rate`` and
+    ``broadcast_dims``, overrides :meth:`_transform`; it overrides
+    :meth:`_check` if its fields need other checks than ``rate`` in ``[0,
+    1]``. Modules hold no maths. The rate is checked when the module is built
+    and then once per call, by the function.
     """
-    deterministic = _merge_deterministic(module, module.deterministic, call_time)
-    if deterministic or concrete == 0.0:
-        return rng, True
-    return _make_key(module, module.rng_collection, rng), False
+
+    _function: ClassVar[Callable[..., jax.Array]]
+
+    def __post_init__(self) -> None:
+        self._check()
+        super().__post_init__()
+
+    @nn.nowrap
+    def _check(self) -> None:
+        """Validates the fields when the module is built: by default ``rate``."""
+        _validate.rate(f"linen.{type(self).__name__}", self.rate)
+
+    def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
+        """Calls the module's public function with the resolved key and flag."""
+        return self._function(
+            key, inputs, self.rate, deterministic=deterministic, broadcast_dims=self.broadcast_dims
+        )
+
+    def _needs_random_bits(self) -> bool:
+        """False at a concrete rate of 0 or 1, where the transform needs no key.
+
+        True while the rate is traced. Reads ``self.rate``; modules without a
+        rate override it.
+        """
+        return _concrete(self.rate) not in (0.0, 1.0)
+
+    def _owner(self) -> str:
+        """``dropoutx.linen.Dropout`` plus the module's name, for error messages."""
+        name = f" (module {self.name!r})" if self.name is not None else ""
+        return f"dropoutx.linen.{type(self).__name__}{name}"
+
+    def _is_deterministic(self, call_time: bool | None) -> bool:
+        """:func:`flax.linen.merge_param` for ``deterministic``, with errors that name the fix.
+
+        Each error starts with Flax's own sentence, so code that matches
+        :func:`flax.linen.merge_param`'s message still matches.
+        """
+        field = self.deterministic
+        if field is None and call_time is None:
+            raise ValueError(
+                f'Parameter "deterministic" must be passed to the constructor or at call '
+                f"time. {self._owner()}: it was passed to neither. Set it once, e.g. "
+                f"{type(self).__name__}(..., deterministic=not train) or "
+                f"module(x, deterministic=not train)."
+            )
+        if field is not None and call_time is not None:
+            raise ValueError(
+                f'Parameter "deterministic" was passed to the constructor and at call '
+                f"time. Should be passed just once. {self._owner()}: got "
+                f"deterministic={field!r} in the constructor and deterministic="
+                f"{call_time!r} at call time."
+            )
+        value = field if call_time is None else call_time
+        if isinstance(value, jax.core.Tracer):
+            raise TypeError(
+                f"{self._owner()}: deterministic must be a Python bool, but it was "
+                f"traced (e.g. passed positionally through nn.remat, nn.jit or "
+                f"jax.jit). It selects the code path, so it must be static: set it "
+                f"as a module field, or mark it static (static_argnums for nn.remat "
+                f"/ jax.jit, static_argnames for jax.jit)."
+            )
+        return bool(value)
+
+    def _draw_key(self, rng: Any) -> Any:
+        """``rng`` if given, else ``make_rng(rng_collection)`` with an error that names the fix."""
+        if rng is not None:
+            return rng
+        try:
+            return self.make_rng(self.rng_collection)
+        except errors.InvalidRngError as error:
+            collection = self.rng_collection
+            raise errors.InvalidRngError(  # type: ignore[no-untyped-call]
+                f"{self._owner()}: deterministic=False needs a PRNG key from the "
+                f"{collection!r} collection, and none was provided. Pass "
+                f"rngs={{{collection!r}: jax.random.key(0)}} to Module.apply() "
+                f"(or init()), pass rng=key at call time, or use deterministic=True "
+                f"for inference."
+            ) from error
+
+    def _resolve(self, deterministic: bool | None, rng: Any) -> tuple[Any, bool]:
+        """The key (or ``None``) and the ``deterministic`` flag to pass to the transform.
+
+        Like :class:`flax.linen.Dropout`, a module draws no key at inference,
+        nor at a concrete rate of 0 or 1, where the transform needs no random
+        bits (it returns its rate-0 or rate-1 result for ``key=None``), so such
+        a model can be applied without a ``'dropout'`` rng. A traced rate
+        always needs a key while training.
+        """
+        deterministic = self._is_deterministic(deterministic)
+        if deterministic or not self._needs_random_bits():
+            return None, deterministic
+        return self._draw_key(rng), False
+
+    @nn.compact
+    def __call__(
+        self, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
+    ) -> jax.Array:
+        """Applies the module's transform to ``inputs`` (see the class docstring).
+
+        Args:
+          inputs: the activations, of any floating dtype.
+          deterministic: if true, apply the inference rule (the identity,
+            except for :class:`VanillaDropout`); exactly one of the field and
+            this argument must be set.
+          rng: a key to use instead of ``make_rng(rng_collection)``.
+
+        Returns:
+          An array of the shape and dtype of ``inputs``.
+        """
+        key, deterministic = self._resolve(deterministic, rng)
+        return self._transform(key, inputs, deterministic)
 
 
-class Dropout(nn.Module):
+class Dropout(_Stochastic):
     """Inverted dropout, a drop-in replacement for :class:`flax.linen.Dropout`.
 
     While training, ``y = where(mask, x / (1 - rate), 0)`` with ``mask ~
@@ -161,37 +226,10 @@ class Dropout(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self) -> None:
-        _validate.rate(f"linen.{type(self).__name__}", self.rate)
-        super().__post_init__()
-
-    @nn.compact
-    def __call__(
-        self, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
-    ) -> jax.Array:
-        """Applies a random dropout mask to ``inputs``.
-
-        Args:
-          inputs: the activations to mask, of any floating dtype.
-          deterministic: if true, return ``inputs`` unchanged; exactly one of
-            the field and this argument must be set.
-          rng: a key to use instead of ``make_rng(rng_collection)``.
-
-        Returns:
-          The masked inputs, scaled by ``1 / (1 - rate)``, in the input dtype.
-        """
-        concrete = _validate.rate(f"linen.{type(self).__name__}", self.rate)
-        key, deterministic = _resolve(self, deterministic, rng, concrete)
-        return inverted_dropout(
-            key,
-            inputs,
-            self.rate,
-            deterministic=deterministic,
-            broadcast_dims=self.broadcast_dims,
-        )
+    _function = staticmethod(dx.inverted_dropout)
 
 
-class VanillaDropout(nn.Module):
+class VanillaDropout(_Stochastic):
     """Vanilla dropout: no rescaling while training, ``x * (1 - rate)`` at inference.
 
     While training, ``y = where(mask, x, 0)``; at inference ``y = x * (1 -
@@ -203,12 +241,12 @@ class VanillaDropout(nn.Module):
       broadcast_dims: axes that share one mask value.
       deterministic: if true, scale by ``1 - rate`` instead of masking; may
         instead be given at call time.
-      rng_collection: the rng collection the key is drawn from.
+      rng_collection: as in :class:`Dropout`.
 
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from dropoutx import linen as dxl
-      >>> x = jnp.full((2, 8), 4.0)
+      >>> x = jnp.full((2, 8), 4.0, jnp.float32)
       >>> layer = dxl.VanillaDropout(0.25)
       >>> layer.apply({}, x, deterministic=True)[0, :2]  # weight scaling at inference
       Array([3., 3.], dtype=float32)
@@ -222,37 +260,10 @@ class VanillaDropout(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self) -> None:
-        _validate.rate(f"linen.{type(self).__name__}", self.rate)
-        super().__post_init__()
-
-    @nn.compact
-    def __call__(
-        self, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
-    ) -> jax.Array:
-        """Masks ``inputs`` while training, scales them by ``1 - rate`` at inference.
-
-        Args:
-          inputs: the activations, of any floating dtype.
-          deterministic: if true, return ``inputs * (1 - rate)``; exactly one of
-            the field and this argument must be set.
-          rng: a key to use instead of ``make_rng(rng_collection)``.
-
-        Returns:
-          An array of the shape and dtype of ``inputs``.
-        """
-        concrete = _validate.rate(f"linen.{type(self).__name__}", self.rate)
-        key, deterministic = _resolve(self, deterministic, rng, concrete)
-        return vanilla_dropout(
-            key,
-            inputs,
-            self.rate,
-            deterministic=deterministic,
-            broadcast_dims=self.broadcast_dims,
-        )
+    _function = staticmethod(dx.vanilla_dropout)
 
 
-class GaussianDropout(nn.Module):
+class GaussianDropout(_Stochastic):
     """Gaussian dropout: multiply by ``N(1, rate / (1 - rate))`` noise while training.
 
     While training, ``y = x * (1 + sqrt(rate / (1 - rate)) * eps)`` with
@@ -264,9 +275,7 @@ class GaussianDropout(nn.Module):
       rate: the drop rate whose Bernoulli variance the noise matches, in ``[0,
         1)``.
       broadcast_dims: axes that share one noise value.
-      deterministic: if true, return the input unchanged; may instead be given
-        at call time.
-      rng_collection: the rng collection the key is drawn from.
+      deterministic, rng_collection: as in :class:`Dropout`.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -285,38 +294,14 @@ class GaussianDropout(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self) -> None:
+    _function = staticmethod(dx.gaussian_dropout)
+
+    @nn.nowrap
+    def _check(self) -> None:
         _validate.rate(f"linen.{type(self).__name__}", self.rate, allow_one=False)
-        super().__post_init__()
-
-    @nn.compact
-    def __call__(
-        self, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
-    ) -> jax.Array:
-        """Multiplies ``inputs`` by Gaussian noise of mean 1 while training.
-
-        Args:
-          inputs: the activations, of any floating dtype.
-          deterministic: if true, return ``inputs`` unchanged; exactly one of
-            the field and this argument must be set.
-          rng: a key to use instead of ``make_rng(rng_collection)``.
-
-        Returns:
-          An array of the shape and dtype of ``inputs``.
-        """
-        name = f"linen.{type(self).__name__}"
-        concrete = _validate.rate(name, self.rate, allow_one=False)
-        key, deterministic = _resolve(self, deterministic, rng, concrete)
-        return gaussian_dropout(
-            key,
-            inputs,
-            self.rate,
-            deterministic=deterministic,
-            broadcast_dims=self.broadcast_dims,
-        )
 
 
-class GaussianNoise(nn.Module):
+class GaussianNoise(_Stochastic):
     """Additive Gaussian noise: ``x + stddev * eps`` while training, ``x`` at inference.
 
     Calls :func:`dropoutx.gaussian_noise`. Fields and call as :class:`Dropout`,
@@ -325,9 +310,7 @@ class GaussianNoise(nn.Module):
     Attributes:
       stddev: the noise standard deviation, finite and ``>= 0``; a Python
         number or a (possibly traced) JAX scalar.
-      deterministic: if true, return the input unchanged; may instead be given
-        at call time.
-      rng_collection: the rng collection the key is drawn from.
+      deterministic, rng_collection: as in :class:`Dropout`.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -345,31 +328,19 @@ class GaussianNoise(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self) -> None:
+    @nn.nowrap
+    def _check(self) -> None:
         _validate.stddev(f"linen.{type(self).__name__}", self.stddev)
-        super().__post_init__()
 
-    @nn.compact
-    def __call__(
-        self, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
-    ) -> jax.Array:
-        """Adds Gaussian noise to ``inputs`` while training.
+    def _needs_random_bits(self) -> bool:
+        # Only a concrete stddev of 0 (the identity) needs no key.
+        return _concrete(self.stddev) != 0.0
 
-        Args:
-          inputs: the activations, of any floating dtype.
-          deterministic: if true, return ``inputs`` unchanged; exactly one of
-            the field and this argument must be set.
-          rng: a key to use instead of ``make_rng(rng_collection)``.
-
-        Returns:
-          An array of the shape and dtype of ``inputs``.
-        """
-        concrete = _validate.stddev(f"linen.{type(self).__name__}", self.stddev)
-        key, deterministic = _resolve(self, deterministic, rng, concrete)
-        return gaussian_noise(key, inputs, self.stddev, deterministic=deterministic)
+    def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
+        return dx.gaussian_noise(key, inputs, self.stddev, deterministic=deterministic)
 
 
-class AnnealedDropout(nn.Module):
+class AnnealedDropout(_Stochastic):
     """Inverted dropout at ``rate = schedule(step)``, with ``step`` given at call time.
 
     While training, ``y = inverted_dropout(key, x, schedule(step))``; at
@@ -384,9 +355,7 @@ class AnnealedDropout(nn.Module):
       schedule: a callable ``step -> rate``, e.g. any optax schedule such as
         ``optax.linear_schedule(0.5, 0.0, 10_000)`` (Rennie et al. 2014).
       broadcast_dims: axes that share one mask value.
-      deterministic: if true, return the input unchanged; may instead be given
-        at call time.
-      rng_collection: the rng collection the key is drawn from.
+      deterministic, rng_collection: as in :class:`Dropout`.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -407,9 +376,9 @@ class AnnealedDropout(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self) -> None:
+    @nn.nowrap
+    def _check(self) -> None:
         _validate.schedule(f"linen.{type(self).__name__}", self.schedule)
-        super().__post_init__()
 
     @nn.compact
     def __call__(
@@ -432,23 +401,21 @@ class AnnealedDropout(nn.Module):
         Returns:
           An array of the shape and dtype of ``inputs``.
         """
-        deterministic = _merge_deterministic(self, self.deterministic, deterministic)
-        if deterministic:
-            return annealed_dropout(rng, inputs, 0, self.schedule, deterministic=True)
+        if self._is_deterministic(deterministic):
+            return dx.annealed_dropout(None, inputs, 0, self.schedule, deterministic=True)
         if step is None:
             raise ValueError(
-                f"{_owner(self)}: step is required while training; pass the "
+                f"{self._owner()}: step is required while training; pass the "
                 f"training step at call time, e.g. module(x, deterministic=False, "
                 f"step=step), where step is the optimizer's step count or your own "
                 f"counter (it may be a traced jnp integer)."
             )
-        key = _make_key(self, self.rng_collection, rng)
-        return annealed_dropout(
-            key, inputs, step, self.schedule, broadcast_dims=self.broadcast_dims
+        return dx.annealed_dropout(
+            self._draw_key(rng), inputs, step, self.schedule, broadcast_dims=self.broadcast_dims
         )
 
 
-class AlphaDropout(nn.Module):
+class AlphaDropout(_Stochastic):
     """Alpha dropout for self-normalizing networks (SELU), keeping mean 0 and variance 1.
 
     While training, dropped units are set to SELU's negative saturation
@@ -462,9 +429,7 @@ class AlphaDropout(nn.Module):
         or a (possibly traced) JAX scalar.
       broadcast_dims: axes that share one mask value (the spatial axes, for
         feature alpha dropout).
-      deterministic: if true, return the input unchanged; may instead be given
-        at call time.
-      rng_collection: the rng collection the key is drawn from.
+      deterministic, rng_collection: as in :class:`Dropout`.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -485,38 +450,10 @@ class AlphaDropout(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self) -> None:
-        _validate.rate(f"linen.{type(self).__name__}", self.rate)
-        super().__post_init__()
-
-    @nn.compact
-    def __call__(
-        self, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
-    ) -> jax.Array:
-        """Applies alpha dropout to ``inputs`` while training.
-
-        Args:
-          inputs: the activations, of any floating dtype; typically the output
-            of ``jax.nn.selu``.
-          deterministic: if true, return ``inputs`` unchanged; exactly one of
-            the field and this argument must be set.
-          rng: a key to use instead of ``make_rng(rng_collection)``.
-
-        Returns:
-          An array of the shape and dtype of ``inputs``.
-        """
-        concrete = _validate.rate(f"linen.{type(self).__name__}", self.rate)
-        key, deterministic = _resolve(self, deterministic, rng, concrete)
-        return alpha_dropout(
-            key,
-            inputs,
-            self.rate,
-            deterministic=deterministic,
-            broadcast_dims=self.broadcast_dims,
-        )
+    _function = staticmethod(dx.alpha_dropout)
 
 
-class DropPath(nn.Module):
+class DropPath(_Stochastic):
     """Drop path (stochastic depth): drop whole examples of a residual branch.
 
     While training, one keep decision per example (axis 0) applies to the whole
@@ -530,9 +467,7 @@ class DropPath(nn.Module):
       rate: the probability of dropping an example, in ``[0, 1]``; a Python
         number or a (possibly traced) JAX scalar.
       scale_by_keep: if true, scale kept examples by ``1 / (1 - rate)``.
-      deterministic: if true, return the input unchanged; may instead be given
-        at call time.
-      rng_collection: the rng collection the key is drawn from.
+      deterministic, rng_collection: as in :class:`Dropout`.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -554,37 +489,13 @@ class DropPath(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self) -> None:
-        _validate.rate(f"linen.{type(self).__name__}", self.rate)
-        super().__post_init__()
-
-    @nn.compact
-    def __call__(
-        self, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
-    ) -> jax.Array:
-        """Drops whole examples of ``inputs`` while training.
-
-        Args:
-          inputs: the activations, of any floating dtype, batch on axis 0.
-          deterministic: if true, return ``inputs`` unchanged; exactly one of
-            the field and this argument must be set.
-          rng: a key to use instead of ``make_rng(rng_collection)``.
-
-        Returns:
-          An array of the shape and dtype of ``inputs``.
-        """
-        concrete = _validate.rate(f"linen.{type(self).__name__}", self.rate)
-        key, deterministic = _resolve(self, deterministic, rng, concrete)
-        return drop_path(
-            key,
-            inputs,
-            self.rate,
-            deterministic=deterministic,
-            scale_by_keep=self.scale_by_keep,
+    def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
+        return dx.drop_path(
+            key, inputs, self.rate, deterministic=deterministic, scale_by_keep=self.scale_by_keep
         )
 
 
-class DropConnectDense(nn.Module):
+class DropConnectDense(_Stochastic):
     """A :class:`flax.linen.Dense` layer whose kernel is dropped out while training.
 
     DropConnect (Wan et al. 2013): while training, ``y = x @ W + b`` with ``W
@@ -610,7 +521,7 @@ class DropConnectDense(nn.Module):
       bias_init: the bias initialiser (zeros, as in ``Dense``).
       deterministic: if true, use the kernel unchanged; may instead be given at
         call time.
-      rng_collection: the rng collection the key is drawn from.
+      rng_collection: as in :class:`Dropout`.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -642,15 +553,15 @@ class DropConnectDense(nn.Module):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
 
-    def __post_init__(self) -> None:
-        _validate.rate(f"linen.{type(self).__name__}", self.rate)
-        super().__post_init__()
-
     @nn.compact
     def __call__(
         self, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
     ) -> jax.Array:
         """Applies the dense layer, with a dropped-out kernel while training.
+
+        The parameters are created before the key is drawn, as in
+        :class:`flax.linen.Dense`, so that ``init`` without a ``'dropout'`` rng
+        (which then falls back to ``'params'``) gives Dense's parameters.
 
         Args:
           inputs: the inputs, features on the last axis.
@@ -661,7 +572,6 @@ class DropConnectDense(nn.Module):
         Returns:
           An array of shape ``inputs.shape[:-1] + (features,)``.
         """
-        concrete = _validate.rate(f"linen.{type(self).__name__}", self.rate)
         kernel = self.param(
             "kernel", self.kernel_init, (jnp.shape(inputs)[-1], self.features), self.param_dtype
         )
@@ -670,8 +580,8 @@ class DropConnectDense(nn.Module):
             if self.use_bias
             else None
         )
-        key, deterministic = _resolve(self, deterministic, rng, concrete)
-        kernel = inverted_dropout(key, kernel, self.rate, deterministic=deterministic)
+        key, deterministic = self._resolve(deterministic, rng)
+        kernel = dx.inverted_dropout(key, kernel, self.rate, deterministic=deterministic)
         inputs, kernel, bias = promote_dtype(inputs, kernel, bias, dtype=self.dtype)
         outputs = jax.lax.dot_general(
             inputs, kernel, (((jnp.ndim(inputs) - 1,), (0,)), ((), ())), precision=self.precision

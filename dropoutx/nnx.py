@@ -1,11 +1,13 @@
 """Flax NNX modules for the dropoutx transforms.
 
-``from dropoutx import nnx as dxn``. Each module resolves the
-``deterministic`` flag (call argument, else attribute) and the PRNG key (call
-``rngs``, else the stream forked at construction), then calls the matching
-function of :mod:`dropoutx`, which holds the maths and validates the
-arguments. ``model.train()``, ``model.eval()`` and ``nnx.view(model,
-deterministic=...)`` set the flag, as for :class:`flax.nnx.Dropout`.
+``from dropoutx import nnx as dxn``. Every module is a subclass of one private
+base, ``_Stochastic``, which holds the call: it takes the ``deterministic``
+flag (call argument, else attribute) and the PRNG key (call ``rngs``, else
+the stream forked at construction) and hands both to the module's transform,
+one public function of :mod:`dropoutx`, which holds the maths and validates the
+arguments. Each module has its own ``__init__``, so its signature is its own.
+``model.train()``, ``model.eval()`` and ``nnx.view(model, deterministic=...)``
+set the flag, as for :class:`flax.nnx.Dropout`.
 
 :class:`Dropout` is a drop-in replacement for :class:`flax.nnx.Dropout`: the
 same constructor and call, the same state (the forked ``rngs`` stream, so the
@@ -13,16 +15,17 @@ parameters of the surrounding model do not change), and the same output at
 inference. While training it draws a different (but equally distributed) mask,
 keeps bf16 and fp16 unbiased, and accepts a ``rate`` held as a JAX array.
 
-The rest of the family: :class:`AlphaDropout` (for SELU networks),
-:class:`DropPath` (stochastic depth, whole examples) and
-:class:`DropConnectLinear` (a :class:`flax.nnx.Linear` whose kernel, not its
-output, is dropped out while training).
+Beyond Flax's layer: :class:`VanillaDropout`, :class:`GaussianDropout`,
+:class:`GaussianNoise`, :class:`AnnealedDropout` (whose step counter is NNX
+state), :class:`AlphaDropout`, :class:`DropPath` and
+:class:`DropConnectLinear`, a :class:`flax.nnx.Linear` with a dropped-out
+kernel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -31,10 +34,8 @@ from flax import nnx
 from flax.nnx.nn.dtypes import promote_dtype
 from jax.typing import ArrayLike
 
+import dropoutx as dx
 from dropoutx import _validate
-from dropoutx._bernoulli import annealed_dropout, inverted_dropout, vanilla_dropout
-from dropoutx._family import alpha_dropout, drop_path
-from dropoutx._gaussian import gaussian_dropout, gaussian_noise
 
 __all__ = (
     "AlphaDropout",
@@ -54,30 +55,78 @@ _DEFAULT_KERNEL_INIT = nnx.initializers.lecun_normal()
 _DEFAULT_BIAS_INIT = nnx.initializers.zeros_init()
 
 
-def _fork_stream(
-    owner: str, rngs: nnx.Rngs | nnx.RngStream | None, rng_collection: str
-) -> nnx.RngStream | None:
-    """The stream a module keeps: a fork of ``rngs[rng_collection]`` or of the stream."""
-    if isinstance(rngs, nnx.Rngs):
-        rngs = rngs[rng_collection]
-    if isinstance(rngs, nnx.RngStream):
-        stream: nnx.RngStream = rngs.fork()
-        return stream
-    if rngs is None:
-        return None
-    raise TypeError(
-        f"dropoutx.nnx.{owner}: rngs must be an nnx.Rngs, an nnx.RngStream or "
-        f"None, got {type(rngs).__name__}. To use a fixed key, pass it at call "
-        f"time (module(x, rngs=key)), or construct with rngs=nnx.Rngs(dropout=key)."
-    )
+def _concrete(value: Any) -> float | None:
+    """``value`` as a Python float if it is a concrete scalar; ``None`` if it is traced."""
+    concrete = not isinstance(value, jax.core.Tracer) and jnp.ndim(value) == 0
+    return float(value) if concrete else None
 
 
 class _Stochastic(nnx.Module):
-    """Flag and key resolution shared by the modules; holds no maths."""
+    """The base of every module here: holds the flag and the stream, calls the transform.
+
+    Like Flax's ``_Conv``, the base holds the call and each public module
+    supplies what differs. A subclass has its own ``__init__``, so its
+    signature is its own: it stores its arguments, then calls
+    ``super().__init__(deterministic, rng_collection, rngs)``, which checks
+    them (:meth:`_check`) and forks the stream. It names the public
+    function of :mod:`dropoutx` it applies in ``_function``, or, if that
+    function takes other arguments than ``rate`` and ``broadcast_dims``,
+    overrides :meth:`_transform`; it overrides :meth:`_check` if its
+    arguments need other checks than ``rate`` in ``[0, 1]``. Modules hold no
+    maths. The rate is checked when the module is built and then once per
+    call, by the function.
+    """
+
+    _function: ClassVar[Callable[..., jax.Array]]
 
     deterministic: bool | None
     rng_collection: str
     rngs: nnx.RngStream | None
+    # Set by the modules that have them; the others override the methods that read them.
+    rate: ArrayLike
+    broadcast_dims: Sequence[int]
+
+    def __init__(
+        self,
+        deterministic: bool | None,
+        rng_collection: str,
+        rngs: nnx.Rngs | nnx.RngStream | None,
+    ) -> None:
+        """Checks the subclass's arguments, stores the flag and forks the stream.
+
+        The stream is a fork of ``rngs[rng_collection]``, or of ``rngs`` if
+        it is a stream.
+        """
+        self._check()
+        if isinstance(rngs, nnx.Rngs):
+            rngs = rngs[rng_collection]
+        if not isinstance(rngs, nnx.RngStream | None):
+            raise TypeError(
+                f"{self._owner()}: rngs must be an nnx.Rngs, an nnx.RngStream or None, "
+                f"got {type(rngs).__name__}. To use a fixed key, pass it at call time "
+                f"(module(x, rngs=key)), or construct with rngs=nnx.Rngs(dropout=key)."
+            )
+        self.deterministic = deterministic
+        self.rng_collection = rng_collection
+        self.rngs = nnx.data(None if rngs is None else rngs.fork())
+
+    def _check(self) -> None:
+        """Validates the arguments when the module is built: by default ``rate``."""
+        _validate.rate(f"nnx.{type(self).__name__}", self.rate)
+
+    def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
+        """Calls the module's public function with the resolved key and flag."""
+        return self._function(
+            key, inputs, self.rate, deterministic=deterministic, broadcast_dims=self.broadcast_dims
+        )
+
+    def _needs_random_bits(self) -> bool:
+        """False at a concrete rate of 0 or 1, where the transform needs no key.
+
+        True while the rate is traced (a JAX array under ``nnx.jit``). Reads
+        ``self.rate``; modules without a rate override it.
+        """
+        return _concrete(self.rate) not in (0.0, 1.0)
 
     def _owner(self) -> str:
         return f"dropoutx.nnx.{type(self).__name__}"
@@ -98,17 +147,23 @@ class _Stochastic(nnx.Module):
             f"  4. make a view: nnx.view(model, deterministic=True/False)."
         )
 
-    def _key(self, rngs: RngsLike | None) -> Any:
-        """A key from the call's ``rngs`` if given, else from the module's stream."""
+    def _draw_key(self, rngs: RngsLike | None) -> Any:
+        """A key from the call's ``rngs`` if given, else from the module's stream.
+
+        The error for a missing key starts with :class:`flax.nnx.Dropout`'s
+        own sentence, so code that matches Flax's message still matches.
+        """
         source = rngs if rngs is not None else self.rngs
         if source is None:
             raise ValueError(
-                f"{self._owner()}: deterministic=False needs a PRNG key, but no "
-                f"rngs were given to the constructor or at call time. Pass "
-                f"rngs=nnx.Rngs(dropout=0) (or the model's rngs) when constructing "
-                f"the module, or rngs=... (an nnx.Rngs, an nnx.RngStream or a key) "
-                f"when calling it; for inference, call model.eval(), pass "
-                f"deterministic=True, or use nnx.view(model, deterministic=True)."
+                f"`deterministic` is False, but no `rngs` argument was provided to "
+                f"{type(self).__name__} as either a __call__ argument or class "
+                f"attribute. {self._owner()}: deterministic=False needs a PRNG key. "
+                f"Pass rngs=nnx.Rngs(dropout=0) (or the model's rngs) when "
+                f"constructing the module, or rngs=... (an nnx.Rngs, an "
+                f"nnx.RngStream or a key) when calling it; for inference, call "
+                f"model.eval(), pass deterministic=True, or use "
+                f"nnx.view(model, deterministic=True)."
             )
         if isinstance(source, nnx.Rngs):
             return source[self.rng_collection]()
@@ -121,18 +176,41 @@ class _Stochastic(nnx.Module):
             f"PRNG key (jax.random.key(0)), got {type(source).__name__}."
         )
 
-    def _resolve(
-        self, deterministic: bool | None, rngs: RngsLike | None, concrete: float | None
-    ) -> tuple[Any, bool]:
-        """``(key, deterministic)`` for the functional call.
+    def _resolve(self, deterministic: bool | None, rngs: RngsLike | None) -> tuple[Any, bool]:
+        """The key (or ``None``) and the ``deterministic`` flag to pass to the transform.
 
-        No key is drawn at inference, nor at a concrete zero rate (``concrete
-        == 0``), where the transform is the identity either way; like
-        :class:`flax.nnx.Dropout`, such a module then needs no rngs.
+        Like :class:`flax.nnx.Dropout`, a module draws no key at inference,
+        nor at a concrete rate of 0 or 1, where the transform needs no random
+        bits (it returns its rate-0 or rate-1 result for ``key=None``), so such
+        a module needs no rngs and its stream does not advance. A rate held as
+        a traced JAX array always draws a key while training.
         """
-        if self._is_deterministic(deterministic) or concrete == 0.0:
-            return None, True
-        return self._key(rngs), False
+        deterministic = self._is_deterministic(deterministic)
+        if deterministic or not self._needs_random_bits():
+            return None, deterministic
+        return self._draw_key(rngs), False
+
+    def __call__(
+        self,
+        inputs: ArrayLike,
+        *,
+        deterministic: bool | None = None,
+        rngs: RngsLike | None = None,
+    ) -> jax.Array:
+        """Applies the module's transform to ``inputs`` (see the class docstring).
+
+        Args:
+          inputs: the activations, of any floating dtype.
+          deterministic: overrides the attribute if given; if true, apply the
+            inference rule (the identity, except for :class:`VanillaDropout`).
+          rngs: overrides the module's stream if given: an ``nnx.Rngs`` (its
+            ``rng_collection`` stream is used), an ``nnx.RngStream`` or a key.
+
+        Returns:
+          An array of the shape and dtype of ``inputs``.
+        """
+        key, deterministic = self._resolve(deterministic, rngs)
+        return self._transform(key, inputs, deterministic)
 
     def set_view(self, deterministic: bool | None = None) -> None:
         """Sets the mode for ``nnx.view``, ``model.train()`` and ``model.eval()``.
@@ -200,58 +278,33 @@ class Dropout(_Stochastic):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs | nnx.RngStream | None = None,
     ) -> None:
-        _validate.rate(f"nnx.{type(self).__name__}", rate)
         self.rate = rate
         self.broadcast_dims = broadcast_dims
-        self.deterministic = deterministic
-        self.rng_collection = rng_collection
-        self.rngs = nnx.data(_fork_stream(type(self).__name__, rngs, rng_collection))
+        super().__init__(deterministic, rng_collection, rngs)
 
-    def __call__(
-        self,
-        inputs: ArrayLike,
-        *,
-        deterministic: bool | None = None,
-        rngs: RngsLike | None = None,
-    ) -> jax.Array:
-        """Applies a random dropout mask to ``inputs``.
-
-        Args:
-          inputs: the activations, of any floating dtype.
-          deterministic: overrides the attribute if given.
-          rngs: overrides the module's stream if given: an ``nnx.Rngs`` (its
-            ``rng_collection`` stream is used), an ``nnx.RngStream`` or a key.
-
-        Returns:
-          The masked inputs, scaled by ``1 / (1 - rate)``, in the input dtype.
-        """
-        concrete = _validate.rate(f"nnx.{type(self).__name__}", self.rate)
-        key, deterministic = self._resolve(deterministic, rngs, concrete)
-        return inverted_dropout(
-            key, inputs, self.rate, deterministic=deterministic, broadcast_dims=self.broadcast_dims
-        )
+    _function = staticmethod(dx.inverted_dropout)
 
 
 class VanillaDropout(_Stochastic):
     """Vanilla dropout: no rescaling while training, ``x * (1 - rate)`` at inference.
 
-    While training, ``y = where(mask, x, 0)``; at inference ``y = x * (1 -
-    rate)``, the weight-scaling rule of Srivastava et al. (2014). Calls
-    :func:`dropoutx.vanilla_dropout`. Constructor and call as :class:`Dropout`.
+    Calls :func:`dropoutx.vanilla_dropout`: in training mode (the default,
+    or after ``model.train()``) ``y = where(mask, x, 0)``; in inference mode
+    ``y = x * (1 - rate)``, the weight-scaling rule of Srivastava et al.
+    (2014). Constructor and call as :class:`Dropout`.
 
     Args:
       rate: the probability of dropping a unit, in ``[0, 1]``.
-      broadcast_dims: axes that share one mask value.
+      broadcast_dims: the axes that share one mask value.
       deterministic: if true, scale by ``1 - rate`` instead of masking.
-      rng_collection: the stream of an ``nnx.Rngs`` that keys are drawn from.
-      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork, or None.
+      rng_collection, rngs: as in :class:`Dropout`.
 
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> from dropoutx import nnx as dxn
       >>> layer = dxn.VanillaDropout(0.25, rngs=nnx.Rngs(dropout=0))
-      >>> x = jnp.full((2, 8), 4.0)
+      >>> x = jnp.full((2, 8), 4.0, jnp.float32)
       >>> sorted(set(layer(x).ravel().tolist()))  # no rescaling while training
       [0.0, 4.0]
       >>> layer(x, deterministic=True)[0, :2]  # weight scaling at inference
@@ -267,53 +320,26 @@ class VanillaDropout(_Stochastic):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs | nnx.RngStream | None = None,
     ) -> None:
-        _validate.rate(f"nnx.{type(self).__name__}", rate)
         self.rate = rate
         self.broadcast_dims = broadcast_dims
-        self.deterministic = deterministic
-        self.rng_collection = rng_collection
-        self.rngs = nnx.data(_fork_stream(type(self).__name__, rngs, rng_collection))
+        super().__init__(deterministic, rng_collection, rngs)
 
-    def __call__(
-        self,
-        inputs: ArrayLike,
-        *,
-        deterministic: bool | None = None,
-        rngs: RngsLike | None = None,
-    ) -> jax.Array:
-        """Masks ``inputs`` while training, scales them by ``1 - rate`` at inference.
-
-        Args:
-          inputs: the activations, of any floating dtype.
-          deterministic: overrides the attribute if given.
-          rngs: overrides the module's stream if given (Rngs, RngStream or key).
-
-        Returns:
-          An array of the shape and dtype of ``inputs``.
-        """
-        concrete = _validate.rate(f"nnx.{type(self).__name__}", self.rate)
-        # At a concrete rate of 0 both modes are the identity, so no key is drawn.
-        key, deterministic = self._resolve(deterministic, rngs, concrete)
-        return vanilla_dropout(
-            key, inputs, self.rate, deterministic=deterministic, broadcast_dims=self.broadcast_dims
-        )
+    _function = staticmethod(dx.vanilla_dropout)
 
 
 class GaussianDropout(_Stochastic):
     """Gaussian dropout: multiply by ``N(1, rate / (1 - rate))`` noise while training.
 
-    While training, ``y = x * (1 + sqrt(rate / (1 - rate)) * eps)`` with
-    ``eps ~ N(0, 1)`` shared along ``broadcast_dims``; at inference ``y = x``.
-    Calls :func:`dropoutx.gaussian_dropout`. Constructor and call as
-    :class:`Dropout`.
+    Calls :func:`dropoutx.gaussian_dropout`: in training mode ``y = x * (1 +
+    sqrt(rate / (1 - rate)) * eps)``, with one ``eps ~ N(0, 1)`` per value
+    along the axes not in ``broadcast_dims``; in inference mode ``y = x``.
+    Constructor and call as :class:`Dropout`.
 
     Args:
-      rate: the drop rate whose Bernoulli variance the noise matches, in ``[0,
-        1)``.
-      broadcast_dims: axes that share one noise value.
-      deterministic: if true, return the input unchanged.
-      rng_collection: the stream of an ``nnx.Rngs`` that keys are drawn from.
-      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork, or None.
+      rate: in ``[0, 1)``: the noise has the variance of Bernoulli dropout at
+        this drop rate.
+      broadcast_dims: the axes that share one noise value.
+      deterministic, rng_collection, rngs: as in :class:`Dropout`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -336,62 +362,38 @@ class GaussianDropout(_Stochastic):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs | nnx.RngStream | None = None,
     ) -> None:
-        _validate.rate(f"nnx.{type(self).__name__}", rate, allow_one=False)
         self.rate = rate
         self.broadcast_dims = broadcast_dims
-        self.deterministic = deterministic
-        self.rng_collection = rng_collection
-        self.rngs = nnx.data(_fork_stream(type(self).__name__, rngs, rng_collection))
+        super().__init__(deterministic, rng_collection, rngs)
 
-    def __call__(
-        self,
-        inputs: ArrayLike,
-        *,
-        deterministic: bool | None = None,
-        rngs: RngsLike | None = None,
-    ) -> jax.Array:
-        """Multiplies ``inputs`` by Gaussian noise of mean 1 while training.
+    _function = staticmethod(dx.gaussian_dropout)
 
-        Args:
-          inputs: the activations, of any floating dtype.
-          deterministic: overrides the attribute if given.
-          rngs: overrides the module's stream if given (Rngs, RngStream or key).
-
-        Returns:
-          An array of the shape and dtype of ``inputs``.
-        """
-        concrete = _validate.rate(f"nnx.{type(self).__name__}", self.rate, allow_one=False)
-        key, deterministic = self._resolve(deterministic, rngs, concrete)
-        return gaussian_dropout(
-            key, inputs, self.rate, deterministic=deterministic, broadcast_dims=self.broadcast_dims
-        )
+    def _check(self) -> None:
+        _validate.rate(f"nnx.{type(self).__name__}", self.rate, allow_one=False)
 
 
 class GaussianNoise(_Stochastic):
     """Additive Gaussian noise: ``x + stddev * eps`` while training, ``x`` at inference.
 
-    Calls :func:`dropoutx.gaussian_noise`. Constructor and call as
-    :class:`Dropout`, with ``stddev`` in place of ``rate`` and no
+    Calls :func:`dropoutx.gaussian_noise`. The constructor and call of
+    :class:`Dropout`, with ``stddev`` for ``rate`` and without
     ``broadcast_dims``.
 
     Args:
-      stddev: the noise standard deviation, finite and ``>= 0``; a Python
-        number or a JAX scalar.
-      deterministic: if true, return the input unchanged.
-      rng_collection: the stream of an ``nnx.Rngs`` that keys are drawn from.
-      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork, or None.
+      stddev: the standard deviation of the noise, finite and ``>= 0``; a
+        Python number or a JAX scalar.
+      deterministic, rng_collection, rngs: as in :class:`Dropout`.
 
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> from dropoutx import nnx as dxn
-      >>> layer = dxn.GaussianNoise(0.1, rngs=nnx.Rngs(dropout=0))
       >>> x = jnp.zeros((1000, 100))
+      >>> layer = dxn.GaussianNoise(0.1, rngs=nnx.Rngs(dropout=0))
       >>> y = layer(x)
       >>> y.dtype, bool(abs(y.std() - 0.1) < 0.001)
       (dtype('float32'), True)
-      >>> layer.eval()
-      >>> bool((layer(x) == x).all())
+      >>> bool((nnx.view(layer, deterministic=True)(x) == x).all())  # inference
       True
     """
 
@@ -403,32 +405,18 @@ class GaussianNoise(_Stochastic):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs | nnx.RngStream | None = None,
     ) -> None:
-        _validate.stddev(f"nnx.{type(self).__name__}", stddev)
         self.stddev = stddev
-        self.deterministic = deterministic
-        self.rng_collection = rng_collection
-        self.rngs = nnx.data(_fork_stream(type(self).__name__, rngs, rng_collection))
+        super().__init__(deterministic, rng_collection, rngs)
 
-    def __call__(
-        self,
-        inputs: ArrayLike,
-        *,
-        deterministic: bool | None = None,
-        rngs: RngsLike | None = None,
-    ) -> jax.Array:
-        """Adds Gaussian noise to ``inputs`` while training.
+    def _check(self) -> None:
+        _validate.stddev(f"nnx.{type(self).__name__}", self.stddev)
 
-        Args:
-          inputs: the activations, of any floating dtype.
-          deterministic: overrides the attribute if given.
-          rngs: overrides the module's stream if given (Rngs, RngStream or key).
+    def _needs_random_bits(self) -> bool:
+        # Only a concrete stddev of 0 (the identity) needs no key.
+        return _concrete(self.stddev) != 0.0
 
-        Returns:
-          An array of the shape and dtype of ``inputs``.
-        """
-        concrete = _validate.stddev(f"nnx.{type(self).__name__}", self.stddev)
-        key, deterministic = self._resolve(deterministic, rngs, concrete)
-        return gaussian_noise(key, inputs, self.stddev, deterministic=deterministic)
+    def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
+        return dx.gaussian_noise(key, inputs, self.stddev, deterministic=deterministic)
 
 
 class AnnealingStep(nnx.BatchStat[jax.Array]):
@@ -460,9 +448,7 @@ class AnnealedDropout(_Stochastic):
       schedule: a callable ``step -> rate``, e.g. any optax schedule such as
         ``optax.linear_schedule(0.5, 0.0, 10_000)`` (Rennie et al. 2014).
       broadcast_dims: axes that share one mask value.
-      deterministic: if true, return the input unchanged.
-      rng_collection: the stream of an ``nnx.Rngs`` that keys are drawn from.
-      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork, or None.
+      deterministic, rng_collection, rngs: as in :class:`Dropout`.
 
     Raises:
       TypeError: if ``schedule`` is not callable.
@@ -494,12 +480,13 @@ class AnnealedDropout(_Stochastic):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs | nnx.RngStream | None = None,
     ) -> None:
-        self.schedule = _validate.schedule(f"nnx.{type(self).__name__}", schedule)
+        self.schedule = schedule
         self.broadcast_dims = broadcast_dims
-        self.deterministic = deterministic
-        self.rng_collection = rng_collection
-        self.rngs = nnx.data(_fork_stream(type(self).__name__, rngs, rng_collection))
+        super().__init__(deterministic, rng_collection, rngs)
         self.step = AnnealingStep(jnp.zeros((), jnp.int32))
+
+    def _check(self) -> None:
+        _validate.schedule(f"nnx.{type(self).__name__}", self.schedule)
 
     def __call__(
         self,
@@ -522,10 +509,10 @@ class AnnealedDropout(_Stochastic):
           An array of the shape and dtype of ``inputs``.
         """
         if self._is_deterministic(deterministic):
-            return annealed_dropout(None, inputs, 0, self.schedule, deterministic=True)
-        key = self._key(rngs)
+            return dx.annealed_dropout(None, inputs, 0, self.schedule, deterministic=True)
+        key = self._draw_key(rngs)
         current = self.step[...] if step is None else step
-        outputs = annealed_dropout(
+        outputs = dx.annealed_dropout(
             key, inputs, current, self.schedule, broadcast_dims=self.broadcast_dims
         )
         if step is None:
@@ -536,24 +523,21 @@ class AnnealedDropout(_Stochastic):
 class AlphaDropout(_Stochastic):
     """Alpha dropout for self-normalizing networks (SELU), keeping mean 0 and variance 1.
 
-    While training, dropped units are set to SELU's negative saturation
-    ``alpha'`` and an affine correction ``y = a * where(mask, x, alpha') + b``
-    keeps inputs of mean 0 and variance 1 at mean 0 and variance 1 (Klambauer
-    et al. 2017); at inference ``y = x``. Calls :func:`dropoutx.alpha_dropout`.
-    Constructor and call as :class:`Dropout`.
+    Calls :func:`dropoutx.alpha_dropout`: in training mode a dropped unit
+    takes SELU's negative saturation value ``alpha'``, then ``y = a *
+    where(mask, x, alpha') + b``, with ``a`` and ``b`` chosen so that inputs
+    of mean 0 and variance 1 keep them (Klambauer et al. 2017); in inference
+    mode ``y = x``. Constructor and call as :class:`Dropout`.
 
     Args:
       rate: the probability of dropping a unit, in ``[0, 1]``; a Python number
         or a JAX scalar.
-      broadcast_dims: axes that share one mask value (the spatial axes, for
-        feature alpha dropout).
-      deterministic: if true, return the input unchanged.
-      rng_collection: the stream of an ``nnx.Rngs`` that keys are drawn from.
-      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork, or None.
+      broadcast_dims: the axes that share one mask value (the spatial axes,
+        for feature alpha dropout).
+      deterministic, rng_collection, rngs: as in :class:`Dropout`.
 
     Raises:
-      ValueError: if a concrete ``rate`` is outside ``[0, 1]``.
-      TypeError: if ``rngs`` is not an ``nnx.Rngs``, ``nnx.RngStream`` or None.
+      ValueError, TypeError: as :class:`Dropout` does.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -580,59 +564,31 @@ class AlphaDropout(_Stochastic):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs | nnx.RngStream | None = None,
     ) -> None:
-        _validate.rate(f"nnx.{type(self).__name__}", rate)
         self.rate = rate
         self.broadcast_dims = broadcast_dims
-        self.deterministic = deterministic
-        self.rng_collection = rng_collection
-        self.rngs = nnx.data(_fork_stream(type(self).__name__, rngs, rng_collection))
+        super().__init__(deterministic, rng_collection, rngs)
 
-    def __call__(
-        self,
-        inputs: ArrayLike,
-        *,
-        deterministic: bool | None = None,
-        rngs: RngsLike | None = None,
-    ) -> jax.Array:
-        """Applies alpha dropout to ``inputs`` while training.
-
-        Args:
-          inputs: the activations, of any floating dtype; typically the output
-            of ``jax.nn.selu``.
-          deterministic: overrides the attribute if given.
-          rngs: overrides the module's stream if given (Rngs, RngStream or key).
-
-        Returns:
-          An array of the shape and dtype of ``inputs``.
-        """
-        concrete = _validate.rate(f"nnx.{type(self).__name__}", self.rate)
-        key, deterministic = self._resolve(deterministic, rngs, concrete)
-        return alpha_dropout(
-            key, inputs, self.rate, deterministic=deterministic, broadcast_dims=self.broadcast_dims
-        )
+    _function = staticmethod(dx.alpha_dropout)
 
 
 class DropPath(_Stochastic):
     """Drop path (stochastic depth): drop whole examples of a residual branch.
 
-    While training, one keep decision per example (axis 0) applies to the whole
-    example, ``y[i] = where(mask[i], x[i] / (1 - rate), 0)`` (no rescaling if
-    ``scale_by_keep`` is false); at inference ``y = x`` (Huang et al. 2016).
-    Use it on a residual branch: ``x + self.drop_path(self.branch(x))``. Calls
-    :func:`dropoutx.drop_path`. Constructor and call as :class:`Dropout`, with
-    ``scale_by_keep`` in place of ``broadcast_dims``.
+    Calls :func:`dropoutx.drop_path` (Huang et al. 2016): in training mode
+    each example (a slice along axis 0) is kept or dropped whole, ``y[i] =
+    where(mask[i], x[i] / (1 - rate), 0)``, unscaled if ``scale_by_keep`` is
+    false; in inference mode ``y = x``. Put it on a residual branch, ``x +
+    self.drop_path(self.branch(x))``. The constructor and call of
+    :class:`Dropout`, with ``scale_by_keep`` for ``broadcast_dims``.
 
     Args:
       rate: the probability of dropping an example, in ``[0, 1]``; a Python
         number or a JAX scalar.
-      scale_by_keep: if true, scale kept examples by ``1 / (1 - rate)``.
-      deterministic: if true, return the input unchanged.
-      rng_collection: the stream of an ``nnx.Rngs`` that keys are drawn from.
-      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork, or None.
+      scale_by_keep: whether kept examples are scaled by ``1 / (1 - rate)``.
+      deterministic, rng_collection, rngs: as in :class:`Dropout`.
 
     Raises:
-      ValueError: if a concrete ``rate`` is outside ``[0, 1]``.
-      TypeError: if ``rngs`` is not an ``nnx.Rngs``, ``nnx.RngStream`` or None.
+      ValueError, TypeError: as :class:`Dropout` does.
 
     Example:
       >>> import jax.numpy as jnp
@@ -642,8 +598,7 @@ class DropPath(_Stochastic):
       >>> y = layer(jnp.ones((8, 3, 4)))
       >>> y.shape, y.dtype
       ((8, 3, 4), dtype('float32'))
-      >>> per_example = y.reshape(8, -1)
-      >>> bool((per_example == per_example[:, :1]).all())  # whole examples
+      >>> bool((y == y[:, :1, :1]).all())  # each example dropped or kept whole
       True
       >>> sorted(set(y.ravel().tolist()))  # dropped, or kept and scaled by 1 / 0.5
       [0.0, 2.0]
@@ -658,33 +613,12 @@ class DropPath(_Stochastic):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs | nnx.RngStream | None = None,
     ) -> None:
-        _validate.rate(f"nnx.{type(self).__name__}", rate)
         self.rate = rate
         self.scale_by_keep = scale_by_keep
-        self.deterministic = deterministic
-        self.rng_collection = rng_collection
-        self.rngs = nnx.data(_fork_stream(type(self).__name__, rngs, rng_collection))
+        super().__init__(deterministic, rng_collection, rngs)
 
-    def __call__(
-        self,
-        inputs: ArrayLike,
-        *,
-        deterministic: bool | None = None,
-        rngs: RngsLike | None = None,
-    ) -> jax.Array:
-        """Drops whole examples of ``inputs`` while training.
-
-        Args:
-          inputs: the activations, of any floating dtype, batch on axis 0.
-          deterministic: overrides the attribute if given.
-          rngs: overrides the module's stream if given (Rngs, RngStream or key).
-
-        Returns:
-          An array of the shape and dtype of ``inputs``.
-        """
-        concrete = _validate.rate(f"nnx.{type(self).__name__}", self.rate)
-        key, deterministic = self._resolve(deterministic, rngs, concrete)
-        return drop_path(
+    def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
+        return dx.drop_path(
             key, inputs, self.rate, deterministic=deterministic, scale_by_keep=self.scale_by_keep
         )
 
@@ -692,28 +626,23 @@ class DropPath(_Stochastic):
 class DropConnectLinear(_Stochastic):
     """A :class:`flax.nnx.Linear` layer whose kernel is dropped out while training.
 
-    DropConnect (Wan et al. 2013): while training, ``y = x @ W + b`` with ``W
-    = inverted_dropout(key, kernel, rate)``, one mask for the kernel per call,
-    shared by every example of the batch; at inference ``y = x @ kernel + b``,
-    exactly what :class:`flax.nnx.Linear` computes. The parameters
-    (``kernel`` of shape ``(in_features, out_features)`` and ``bias``) are
-    initialised as in :class:`flax.nnx.Linear`, from ``rngs.params()``, so the
-    same ``rngs`` give the same parameters. The dropout stream is then forked
-    from ``rngs`` as in :class:`Dropout`. The mask comes from
-    :func:`dropoutx.inverted_dropout`.
+    DropConnect (Wan et al. 2013). In training mode each call draws one
+    :func:`dropoutx.inverted_dropout` mask for the kernel, which every example
+    of the batch sees: ``y = x @ inverted_dropout(key, kernel, rate) + b``. In
+    inference mode it computes what :class:`flax.nnx.Linear` does, ``y = x @
+    kernel + b``. The parameters, ``kernel`` (``(in_features,
+    out_features)``) and ``bias``, are drawn from ``rngs.params()`` as
+    :class:`flax.nnx.Linear` draws them, so the same ``rngs`` give the same
+    parameters; the dropout stream is forked from ``rngs`` afterwards, as in
+    :class:`Dropout`.
 
     Args:
       in_features: the number of input features.
       out_features: the number of output features.
       rate: the probability of dropping each kernel entry, in ``[0, 1]``; a
         Python number or a JAX scalar.
-      use_bias: whether to add a bias to the output.
-      dtype: the dtype of the computation (default: inferred from the input
-        and the parameters).
-      param_dtype: the dtype of the parameters.
-      precision: the precision of the matmul, see ``jax.lax.Precision``.
-      kernel_init: the kernel initialiser (``lecun_normal``, as in ``Linear``).
-      bias_init: the bias initialiser (zeros, as in ``Linear``).
+      use_bias, dtype, param_dtype, precision, kernel_init, bias_init: as in
+        :class:`flax.nnx.Linear` (the same defaults).
       deterministic: if true, use the kernel unchanged.
       rng_collection: the stream of an ``nnx.Rngs`` that dropout keys are drawn
         from.
@@ -759,7 +688,6 @@ class DropConnectLinear(_Stochastic):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs,
     ) -> None:
-        _validate.rate(f"nnx.{type(self).__name__}", rate)
         self.in_features = in_features
         self.out_features = out_features
         self.rate = rate
@@ -775,33 +703,12 @@ class DropConnectLinear(_Stochastic):
             self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
         else:
             self.bias = nnx.data(None)
-        self.deterministic = deterministic
-        self.rng_collection = rng_collection
         # Rngs with only a 'params' stream: keys must then be given at call time.
         has_stream = rng_collection in rngs or "default" in rngs
-        dropout_rngs = rngs if has_stream else None
-        self.rngs = nnx.data(_fork_stream(type(self).__name__, dropout_rngs, rng_collection))
+        super().__init__(deterministic, rng_collection, rngs if has_stream else None)
 
-    def __call__(
-        self,
-        inputs: ArrayLike,
-        *,
-        deterministic: bool | None = None,
-        rngs: RngsLike | None = None,
-    ) -> jax.Array:
-        """Applies the linear layer, with a dropped-out kernel while training.
-
-        Args:
-          inputs: the inputs, ``in_features`` on the last axis.
-          deterministic: overrides the attribute if given.
-          rngs: overrides the module's stream if given (Rngs, RngStream or key).
-
-        Returns:
-          An array of shape ``inputs.shape[:-1] + (out_features,)``.
-        """
-        concrete = _validate.rate(f"nnx.{type(self).__name__}", self.rate)
-        key, deterministic = self._resolve(deterministic, rngs, concrete)
-        kernel = inverted_dropout(key, self.kernel[...], self.rate, deterministic=deterministic)
+    def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
+        kernel = dx.inverted_dropout(key, self.kernel[...], self.rate, deterministic=deterministic)
         bias = self.bias[...] if self.bias is not None else None
         inputs, kernel, bias = promote_dtype((inputs, kernel, bias), dtype=self.dtype)
         outputs = jax.lax.dot_general(

@@ -431,6 +431,39 @@ def test_python_rates_share_one_compilation() -> None:
     assert _bernoulli._masked._cache_size() == before
 
 
+def test_transforms_that_share_a_body_share_its_compilation() -> None:
+    # The public function's name is not a static argument of the jitted body,
+    # so inverted dropout, its alias, drop path, spatial and annealed dropout
+    # compile `_masked` once per shape and broadcast_dims between them.
+    from dropoutx import _bernoulli
+
+    vector = _x((19,))  # drop path on a vector: broadcast_dims ()
+    dx.inverted_dropout(KEY, vector, 0.3)
+    before = _bernoulli._masked._cache_size()
+    dx.drop_path(KEY, vector, 0.4)
+    dx.dropout(KEY, vector, 0.2)
+    dx.annealed_dropout(KEY, vector, 0, lambda step: 0.6)
+    assert _bernoulli._masked._cache_size() == before
+
+    images = _x((2, 3, 5, 7))  # NHWC: spatial dropout broadcasts over (1, 2)
+    dx.spatial_dropout(KEY, images, 0.5)
+    before = _bernoulli._masked._cache_size()
+    dx.inverted_dropout(KEY, images, 0.25, broadcast_dims=(1, 2))
+    dx.drop_path(KEY, _x((2, 3, 5, 7)), 0.5, scale_by_keep=True)
+    assert _bernoulli._masked._cache_size() == before + 1  # drop path: (1, 2, 3)
+
+
+def test_traced_check_names_the_function_that_was_called_after_a_shared_compile() -> None:
+    from jax.experimental import checkify
+
+    vector = _x((23,))
+    for name, fn in [("inverted_dropout", dx.inverted_dropout), ("drop_path", dx.drop_path)]:
+        checked = checkify.checkify(jax.jit(lambda r, fn=fn: fn(KEY, vector, r)))
+        error, y = checked(jnp.float32(1.5))
+        assert f"dropoutx.{name}: rate must be in [0, 1]" in (error.get() or ""), name
+        assert jnp.isnan(y).all()
+
+
 # --- float64 ------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from jax.experimental import checkify
 from jax.test_util import check_grads
 
 import dropoutx as dx
-from dropoutx._family import SELU_SATURATION
+from dropoutx._alpha import SELU_SATURATION
 
 pytestmark = pytest.mark.usefixtures("strict_promotion")
 

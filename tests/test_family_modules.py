@@ -8,6 +8,9 @@ and ``DropConnectLinear`` have the parameters of ``flax.linen.Dense`` /
 compute ``x @ inverted_dropout(key, kernel, rate) + bias`` with one kernel mask
 for the whole batch; their kernel gradient is the mask scaled by ``1 / keep``;
 they train a tiny model; missing flags and keys give errors that name the fix.
+The runs of every module under the Flax transforms (jit, vmap, scan, remat) and
+the one-compile training tests are in ``test_linen.py`` and ``test_nnx.py``,
+parametrised over the whole family.
 """
 
 from __future__ import annotations

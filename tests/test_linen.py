@@ -2,16 +2,18 @@
 
 What they prove: ``dxl.Dropout`` is a drop-in for ``flax.linen.Dropout`` (same
 params, same inference outputs, same ``merge_param`` rules, same error types);
-every module's output is exactly the functional transform applied with the key
-the module draws (from ``rng=`` or from ``make_rng``), eagerly and under
-``nn.jit``, ``nn.vmap``, ``nn.scan`` and ``nn.remat``; every module trains an
-MLP and a CNN with one compilation for the whole run; the Gaussian modules have
-the right mean and variance; missing flags and keys give errors that name the
-fix.
+every module (the whole family, DropConnectDense included) equals the
+functional transform applied with the key the module draws (from ``rng=`` or
+from ``make_rng``), eagerly and under ``nn.jit``, ``nn.vmap``, ``nn.scan`` and
+``nn.remat``; every module trains an MLP and a CNN with one compilation for the
+whole run; like Flax's, a module at a concrete rate of 0 or 1 needs no rng; the
+Gaussian modules have the right mean and variance; missing flags and keys give
+errors that name the fix.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, cast
@@ -31,20 +33,56 @@ from dropoutx import linen as dxl
 RATE = 0.3
 STDDEV = 0.5
 STEP = 10
-# 32 steps: a power of two, so the schedule reaches exactly 0 under jit too (a
-# step count like 40 gives a rate of about -1e-9 there, which the core rejects).
 SCHEDULE = optax.linear_schedule(0.5, 0.0, transition_steps=32)
-KINDS = ("Dropout", "VanillaDropout", "GaussianDropout", "GaussianNoise", "AnnealedDropout")
+KINDS = (
+    "Dropout",
+    "VanillaDropout",
+    "GaussianDropout",
+    "GaussianNoise",
+    "AnnealedDropout",
+    "AlphaDropout",
+    "DropPath",
+    "DropConnectDense",
+)
+# The kinds with a broadcast_dims field.
+BROADCASTING = ("Dropout", "VanillaDropout", "GaussianDropout", "AnnealedDropout", "AlphaDropout")
+# The kinds with a concrete drop rate, which need no key at rate 0 or 1.
+RATE_KINDS = ("Dropout", "VanillaDropout", "AlphaDropout", "DropPath", "DropConnectDense")
+FUNCTIONS = {
+    "Dropout": dx.inverted_dropout,
+    "VanillaDropout": dx.vanilla_dropout,
+    "GaussianDropout": dx.gaussian_dropout,
+    "AlphaDropout": dx.alpha_dropout,
+}
 
 
-def make_layer(kind: str, **fields: Any) -> nn.Module:
-    """A dxl module of ``kind`` with the test's rate, stddev or schedule."""
+def fixed_kernel(key: Any, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """DropConnectDense's kernel in these tests: fixed, so the reference can rebuild it."""
+    del key
+    return jax.random.normal(jax.random.key(42), shape, dtype) / math.sqrt(shape[0])
+
+
+def layer_args(kind: str, features: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The positional and fixed keyword fields of a ``kind`` module in these tests.
+
+    DropConnectDense keeps the feature count (``features``, the input's last
+    axis), so it can stand wherever a noise layer does.
+    """
     if kind == "GaussianNoise":
-        fields.pop("broadcast_dims", None)
-        return dxl.GaussianNoise(STDDEV, **fields)
+        return (STDDEV,), {}
     if kind == "AnnealedDropout":
-        return dxl.AnnealedDropout(SCHEDULE, **fields)
-    return getattr(dxl, kind)(RATE, **fields)
+        return (SCHEDULE,), {}
+    if kind == "DropConnectDense":
+        return (features, RATE), {"kernel_init": fixed_kernel}
+    return (RATE,), {}
+
+
+def make_layer(kind: str, features: int = 5, **fields: Any) -> nn.Module:
+    """A dxl module of ``kind`` with the test's rate, stddev or schedule."""
+    if kind not in BROADCASTING:
+        fields.pop("broadcast_dims", None)
+    args, fixed = layer_args(kind, features)
+    return cast(nn.Module, getattr(dxl, kind)(*args, **fixed, **fields))
 
 
 def call_kwargs(kind: str, step: Any = STEP) -> dict[str, Any]:
@@ -52,40 +90,62 @@ def call_kwargs(kind: str, step: Any = STEP) -> dict[str, Any]:
     return {"step": step} if kind == "AnnealedDropout" else {}
 
 
-def reference(kind: str, key: Any, x: jax.Array, broadcast_dims: tuple[int, ...] = ()) -> jax.Array:
+def dense(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``x @ kernel + 0``: what DropConnectDense computes with its zero-initialised bias."""
+    y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+    return y + jnp.zeros(kernel.shape[-1:], y.dtype)
+
+
+def reference(
+    kind: str, key: Any, x: jax.Array, broadcast_dims: tuple[int, ...] = (), rate: float = RATE
+) -> jax.Array:
     """The functional transform that ``make_layer(kind)`` must reproduce while training."""
-    if kind == "Dropout":
-        return dx.dropout(key, x, RATE, broadcast_dims=broadcast_dims)
-    if kind == "VanillaDropout":
-        return dx.vanilla_dropout(key, x, RATE, broadcast_dims=broadcast_dims)
-    if kind == "GaussianDropout":
-        return dx.gaussian_dropout(key, x, RATE, broadcast_dims=broadcast_dims)
+    if kind in FUNCTIONS:
+        return FUNCTIONS[kind](key, x, rate, broadcast_dims=broadcast_dims)
     if kind == "GaussianNoise":
         return dx.gaussian_noise(key, x, STDDEV)
+    if kind == "DropPath":
+        return dx.drop_path(key, x, rate)
+    if kind == "DropConnectDense":
+        kernel = fixed_kernel(None, (x.shape[-1], x.shape[-1]))
+        return dense(x, dx.inverted_dropout(key, kernel, rate))
     return dx.annealed_dropout(key, x, STEP, SCHEDULE, broadcast_dims=broadcast_dims)
 
 
 def assert_same(kind: str, actual: jax.Array, expected: jax.Array, *, traced: bool) -> None:
-    """Exact equality, except for the Gaussian kinds inside a jitted transform.
+    """Exact equality, except for the Gaussian kinds and DropConnect inside a transform.
 
     Inside an outer jit, XLA fuses ``x + stddev * eps`` (or ``x * (1 + ...)``)
     into the surrounding computation and may contract it into a fused
-    multiply-add, which moves some outputs by one float32 ulp. The Bernoulli
-    kinds only select and divide, so they match bit for bit everywhere.
+    multiply-add, which moves some outputs by one float32 ulp; a matmul there
+    (DropConnect) may sum in another order. The other kinds only select,
+    scale and add a constant, so they match bit for bit everywhere.
     """
-    if traced and kind in ("GaussianDropout", "GaussianNoise"):
+    if traced and kind in ("GaussianDropout", "GaussianNoise", "DropConnectDense"):
         np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-6)
     else:
         chex.assert_trees_all_equal(actual, expected)
 
 
 def run(module: nn.Module, *args: Any, **kwargs: Any) -> jax.Array:
-    """``module.apply({}, *args, **kwargs)``: the noise layers have no variables."""
-    return cast(jax.Array, module.apply({}, *args, **kwargs))
+    """``module.apply(variables, *args, **kwargs)``.
+
+    The noise layers have no variables (``{}``); a DropConnectDense, or a host
+    of one, gets the variables its ``init`` with the same arguments gives.
+    """
+    variables: Any = {}
+    if (
+        isinstance(module, dxl.DropConnectDense)
+        or getattr(module, "kind", "") == "DropConnectDense"
+    ):
+        options = {name: value for name, value in kwargs.items() if name != "rngs"}
+        rngs = {"params": jax.random.key(0), **kwargs.get("rngs", {})}
+        variables = module.init(rngs, *args, **options)
+    return cast(jax.Array, module.apply(variables, *args, **kwargs))
 
 
 def dims_for(kind: str, dims: tuple[int, ...]) -> tuple[int, ...]:
-    return () if kind == "GaussianNoise" else dims
+    return dims if kind in BROADCASTING else ()
 
 
 class KeyProbe(nn.Module):
@@ -151,12 +211,24 @@ def test_drop_in_training_output_has_flax_semantics() -> None:
     assert abs(int(kept.sum()) - 1024) < 136
 
 
+def test_fields_match_flax() -> None:
+    # The same names, order, kinds and defaults, so positional calls agree too.
+    def fields(module_cls: Any) -> list[tuple[str, Any, Any]]:
+        parameters = inspect.signature(module_cls).parameters.values()
+        return [(p.name, p.kind, p.default) for p in parameters]
+
+    assert fields(dxl.Dropout) == fields(nn.Dropout)
+
+
 @pytest.mark.parametrize("module_cls", [nn.Dropout, dxl.Dropout])
 def test_merge_param_rules_match_flax(module_cls: Any) -> None:
+    # The errors start with flax.linen.merge_param's own sentences.
     x = inputs()
-    with pytest.raises(ValueError, match="deterministic"):
+    missing = r'^Parameter "deterministic" must be passed to the constructor or at call time\.'
+    with pytest.raises(ValueError, match=missing):
         run(module_cls(0.5), x)
-    with pytest.raises(ValueError, match="deterministic"):
+    twice = r'^Parameter "deterministic" was passed to the constructor and at call time\. Should'
+    with pytest.raises(ValueError, match=twice):
         run(module_cls(0.5, deterministic=True), x, deterministic=False)
     assert (run(module_cls(0.5, deterministic=True), x) == x).all()
     assert (run(module_cls(0.5), x, deterministic=True) == x).all()
@@ -166,6 +238,25 @@ def test_merge_param_rules_match_flax(module_cls: Any) -> None:
 def test_zero_rate_needs_no_rng_like_flax(module_cls: Any) -> None:
     x = inputs()
     assert (run(module_cls(0.0), x, deterministic=False) == x).all()
+
+
+@pytest.mark.parametrize("module_cls", [nn.Dropout, dxl.Dropout])
+def test_unit_rate_needs_no_rng_like_flax(module_cls: Any) -> None:
+    x = inputs()
+    chex.assert_trees_all_equal(run(module_cls(1.0), x, deterministic=False), jnp.zeros_like(x))
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+@pytest.mark.parametrize("kind", RATE_KINDS)
+def test_concrete_rate_zero_or_one_draws_no_key(kind: str, rate: float) -> None:
+    # No 'dropout' rng: the module must not call make_rng. The result is the
+    # transform's at that rate, which then needs no random bits.
+    x = inputs()
+    args, fixed = layer_args(kind, x.shape[-1])
+    layer = getattr(dxl, kind)(*args[:-1], rate, **fixed, deterministic=False)
+    expected = reference(kind, jax.random.key(0), x, rate=rate)
+    chex.assert_trees_all_equal(run(layer, x), expected)
+    chex.assert_trees_all_equal(run(layer, x, rng=jax.random.key(1)), expected)
 
 
 @pytest.mark.parametrize("module_cls", [nn.Dropout, dxl.Dropout])
@@ -197,12 +288,20 @@ def test_make_rng_key_equals_functional_call(kind: str) -> None:
     chex.assert_trees_all_equal(y, reference(kind, key, x))
 
 
+def inference(kind: str, x: jax.Array) -> jax.Array:
+    """What a ``kind`` module computes at inference."""
+    if kind == "VanillaDropout":
+        return x * (1 - RATE)
+    if kind == "DropConnectDense":
+        return dense(x, fixed_kernel(None, (x.shape[-1], x.shape[-1])))
+    return x
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_inference_mode(kind: str) -> None:
     x = inputs()
     y = run(make_layer(kind, deterministic=True), x)
-    expected = x * (1 - RATE) if kind == "VanillaDropout" else x
-    np.testing.assert_allclose(y, expected, rtol=1e-6)
+    np.testing.assert_allclose(y, inference(kind, x), rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
@@ -247,14 +346,9 @@ class Host(nn.Module):
         args = (None, None, STEP) if self.kind == "AnnealedDropout" else ()
         if self.probe:
             return self.transform(KeyProbe)(name="noise")(x, *args)
-        layer_cls = type(make_layer(self.kind))
-        return self.transform(layer_cls)(*_fields(self.kind), deterministic=False, name="noise")(
-            x, *args
-        )
-
-
-def _fields(kind: str) -> tuple[Any, ...]:
-    return {"GaussianNoise": (STDDEV,), "AnnealedDropout": (SCHEDULE,)}.get(kind, (RATE,))
+        fields, fixed = layer_args(self.kind, x.shape[-1])
+        layer_cls = self.transform(getattr(dxl, self.kind))
+        return layer_cls(*fields, **fixed, deterministic=False, name="noise")(x, *args)
 
 
 def _apply_host(kind: str, transform: Callable[[Any], Any], x: jax.Array) -> tuple[Any, Any]:
@@ -296,8 +390,13 @@ def test_nn_vmap_split_rngs(kind: str) -> None:
     in_axes = (0, None, None, None) if kind == "AnnealedDropout" else 0
 
     def vmapped(cls: Any) -> Any:
+        # DropConnectDense's parameters are shared by the examples.
         return nn.vmap(
-            cls, in_axes=in_axes, out_axes=0, variable_axes={}, split_rngs={"dropout": True}
+            cls,
+            in_axes=in_axes,
+            out_axes=0,
+            variable_axes={"params": None},
+            split_rngs={"params": False, "dropout": True},
         )
 
     y, keys = _apply_host(kind, vmapped, x)
@@ -318,7 +417,7 @@ class ScanBody(nn.Module):
     def __call__(self, carry: jax.Array, _: Any) -> tuple[jax.Array, Any]:
         if self.probe:
             return carry, KeyProbe(name="noise")(carry)
-        layer = make_layer(self.kind, deterministic=False, name="noise")
+        layer = make_layer(self.kind, carry.shape[-1], deterministic=False, name="noise")
         y = layer(carry, **call_kwargs(self.kind))
         return y, y
 
@@ -329,7 +428,12 @@ def test_nn_scan_split_rngs(kind: str) -> None:
     rngs = {"dropout": jax.random.key(9)}
 
     def scan_outputs(probe: bool) -> Any:
-        scanned = nn.scan(ScanBody, variable_axes={}, split_rngs={"dropout": True}, length=length)
+        scanned = nn.scan(
+            ScanBody,
+            variable_broadcast="params",
+            split_rngs={"params": False, "dropout": True},
+            length=length,
+        )
         return run(scanned(kind, probe), x, None, rngs=rngs)[1]
 
     ys, keys = scan_outputs(probe=False), scan_outputs(probe=True)
@@ -366,7 +470,7 @@ def test_annealed_requires_step_while_training_only() -> None:
 
 
 class TrainNet(nn.Module):
-    """A tiny MLP or CNN with one noise layer of ``kind``."""
+    """A tiny MLP or CNN with one noise layer of ``kind`` (after SELU for AlphaDropout)."""
 
     kind: str
     conv: bool
@@ -374,14 +478,15 @@ class TrainNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, step: Any = None) -> jax.Array:
         def layer(x: jax.Array, dims: tuple[int, ...]) -> jax.Array:
-            module = make_layer(self.kind, broadcast_dims=dims_for(self.kind, dims))
+            module = make_layer(self.kind, x.shape[-1], broadcast_dims=dims)
             return module(x, not train, **call_kwargs(self.kind, step))
 
+        activation = nn.selu if self.kind == "AlphaDropout" else nn.relu
         if self.conv:
-            x = nn.relu(nn.Conv(8, (3, 3))(x))
+            x = activation(nn.Conv(8, (3, 3))(x))
             x = layer(x, (1, 2)).mean(axis=(1, 2))  # channel dropout
         else:
-            x = layer(nn.relu(nn.Dense(32)(x)), ())
+            x = layer(activation(nn.Dense(32)(x)), ())
         return nn.Dense(1)(x)[:, 0]
 
 

@@ -3,18 +3,21 @@
 What they prove: ``dxn.Dropout`` is a drop-in for ``flax.nnx.Dropout`` (same
 state, so the same params around it, the same inference outputs, the same
 ``train()`` / ``eval()`` / ``nnx.view`` behaviour and the same error types);
-every module's output is exactly the functional transform applied with the key
-the module draws (from its forked stream or from ``rngs=``), eagerly and under
-``nnx.jit``, ``nnx.vmap``, ``nnx.scan`` and ``nnx.remat``; every module trains
-an MLP and a CNN with one compilation; ``AnnealedDropout`` counts its steps as
-state that survives save and restore; the Gaussian modules have the right mean
-and variance; missing flags and keys give errors that name the fix.
+every module (the whole family, DropConnectLinear included) equals the
+functional transform applied with the key the module draws (from its forked
+stream or from ``rngs=``), eagerly and under ``nnx.jit``, ``nnx.vmap``,
+``nnx.scan`` and ``nnx.remat``; every module trains an MLP and a CNN with one
+compilation; like Flax's, a module at a concrete rate of 0 or 1 needs no rngs;
+``AnnealedDropout`` counts its steps as state that survives save and restore;
+the Gaussian modules have the right mean and variance; missing flags and keys
+give errors that name the fix.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any
+from typing import Any, cast
 
 import chex
 import jax
@@ -29,36 +32,95 @@ from dropoutx import nnx as dxn
 
 RATE = 0.3
 STDDEV = 0.5
-# 16 steps: a power of two, so the schedule reaches exactly 0 under jit too
-# (see test_annealed_linear_schedule_end_under_jit).
 SCHEDULE = optax.linear_schedule(0.5, 0.0, transition_steps=16)
-KINDS = ("Dropout", "VanillaDropout", "GaussianDropout", "GaussianNoise", "AnnealedDropout")
-GAUSSIAN = ("GaussianDropout", "GaussianNoise")
+KINDS = (
+    "Dropout",
+    "VanillaDropout",
+    "GaussianDropout",
+    "GaussianNoise",
+    "AnnealedDropout",
+    "AlphaDropout",
+    "DropPath",
+    "DropConnectLinear",
+)
+# Inside a transform these may differ from the reference by an ulp (see assert_same).
+INEXACT_WHEN_TRACED = ("GaussianDropout", "GaussianNoise", "DropConnectLinear")
+# The kinds with a broadcast_dims argument.
+BROADCASTING = ("Dropout", "VanillaDropout", "GaussianDropout", "AnnealedDropout", "AlphaDropout")
+# The kinds with a concrete drop rate, which need no key at rate 0 or 1.
+RATE_KINDS = ("Dropout", "VanillaDropout", "AlphaDropout", "DropPath", "DropConnectLinear")
+FUNCTIONS = {
+    "Dropout": dx.inverted_dropout,
+    "VanillaDropout": dx.vanilla_dropout,
+    "GaussianDropout": dx.gaussian_dropout,
+    "AlphaDropout": dx.alpha_dropout,
+}
 
 
-def make_layer(kind: str, **kwargs: Any) -> nnx.Module:
-    """A dxn module of ``kind`` with the test's rate, stddev or schedule."""
-    if kind == "GaussianNoise":
+def fixed_kernel(key: Any, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """DropConnectLinear's kernel in these tests: fixed, so the reference can rebuild it."""
+    del key
+    return jax.random.normal(jax.random.key(42), shape, dtype) / math.sqrt(shape[0])
+
+
+def streams(**seeds: int) -> nnx.Rngs:
+    """``nnx.Rngs(**seeds)`` plus a 'params' stream, from which DropConnectLinear draws."""
+    return nnx.Rngs(params=0, **seeds)
+
+
+def make_layer(kind: str, features: int = 5, rate: float = RATE, **kwargs: Any) -> nnx.Module:
+    """A dxn module of ``kind`` with the test's rate, stddev or schedule.
+
+    DropConnectLinear keeps the feature count (``features``, the input's last
+    axis), so it can stand wherever a noise layer does; without ``rngs`` it
+    gets a 'params' stream only, and so takes its keys at call time.
+    """
+    if kind not in BROADCASTING:
         kwargs.pop("broadcast_dims", None)
+    if kind == "GaussianNoise":
         return dxn.GaussianNoise(STDDEV, **kwargs)
     if kind == "AnnealedDropout":
         return dxn.AnnealedDropout(SCHEDULE, **kwargs)
-    return getattr(dxn, kind)(RATE, **kwargs)
+    if kind == "DropConnectLinear":
+        kwargs.setdefault("rngs", nnx.Rngs(params=0))
+        return dxn.DropConnectLinear(features, features, rate, kernel_init=fixed_kernel, **kwargs)
+    return cast(nnx.Module, getattr(dxn, kind)(rate, **kwargs))
+
+
+def dense(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``x @ kernel + 0``: what DropConnectLinear computes with its zero-initialised bias."""
+    y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+    return y + jnp.zeros(kernel.shape[-1:], y.dtype)
 
 
 def reference(
-    kind: str, key: Any, x: jax.Array, step: Any = 0, broadcast_dims: tuple[int, ...] = ()
+    kind: str,
+    key: Any,
+    x: jax.Array,
+    step: Any = 0,
+    broadcast_dims: tuple[int, ...] = (),
+    rate: float = RATE,
 ) -> jax.Array:
     """The functional transform that ``make_layer(kind)`` must reproduce while training."""
-    if kind == "Dropout":
-        return dx.dropout(key, x, RATE, broadcast_dims=broadcast_dims)
-    if kind == "VanillaDropout":
-        return dx.vanilla_dropout(key, x, RATE, broadcast_dims=broadcast_dims)
-    if kind == "GaussianDropout":
-        return dx.gaussian_dropout(key, x, RATE, broadcast_dims=broadcast_dims)
+    if kind in FUNCTIONS:
+        return FUNCTIONS[kind](key, x, rate, broadcast_dims=broadcast_dims)
     if kind == "GaussianNoise":
         return dx.gaussian_noise(key, x, STDDEV)
+    if kind == "DropPath":
+        return dx.drop_path(key, x, rate)
+    if kind == "DropConnectLinear":
+        kernel = fixed_kernel(None, (x.shape[-1], x.shape[-1]))
+        return dense(x, dx.inverted_dropout(key, kernel, rate))
     return dx.annealed_dropout(key, x, step, SCHEDULE, broadcast_dims=broadcast_dims)
+
+
+def inference(kind: str, x: jax.Array) -> jax.Array:
+    """What a ``kind`` module computes at inference."""
+    if kind == "VanillaDropout":
+        return x * (1 - RATE)
+    if kind == "DropConnectLinear":
+        return dense(x, fixed_kernel(None, (x.shape[-1], x.shape[-1])))
+    return x
 
 
 def step_kwargs(kind: str, step: Any = 0) -> dict[str, Any]:
@@ -67,14 +129,15 @@ def step_kwargs(kind: str, step: Any = 0) -> dict[str, Any]:
 
 
 def assert_same(kind: str, actual: jax.Array, expected: jax.Array, *, traced: bool) -> None:
-    """Exact equality, except for the Gaussian kinds inside a jitted transform.
+    """Exact equality, except for the Gaussian kinds and DropConnect inside a transform.
 
     Inside an outer jit, XLA fuses ``x + stddev * eps`` (or ``x * (1 + ...)``)
     into the surrounding computation and may contract it into a fused
-    multiply-add, which moves some outputs by one float32 ulp. The Bernoulli
-    kinds only select and divide, so they match bit for bit everywhere.
+    multiply-add, which moves some outputs by one float32 ulp; a matmul there
+    (DropConnect) may sum in another order. The other kinds only select,
+    scale and add a constant, so they match bit for bit everywhere.
     """
-    if traced and kind in GAUSSIAN:
+    if traced and kind in INEXACT_WHEN_TRACED:
         np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-6)
     else:
         chex.assert_trees_all_equal(actual, expected)
@@ -162,6 +225,15 @@ def test_train_eval_and_view_set_the_flag() -> None:
     assert "deterministic" in nnx.view_info(model)
 
 
+def test_constructor_matches_flax() -> None:
+    # The same names, order, kinds and defaults as flax.nnx.Dropout's __init__.
+    def arguments(module_cls: Any) -> list[tuple[str, Any, Any]]:
+        parameters = inspect.signature(module_cls.__init__).parameters.values()
+        return [(p.name, p.kind, p.default) for p in parameters]
+
+    assert arguments(dxn.Dropout) == arguments(nnx.Dropout)
+
+
 @pytest.mark.parametrize("module_cls", [nnx.Dropout, dxn.Dropout])
 def test_zero_rate_needs_no_rngs_like_flax(module_cls: Any) -> None:
     x = inputs()
@@ -169,8 +241,34 @@ def test_zero_rate_needs_no_rngs_like_flax(module_cls: Any) -> None:
 
 
 @pytest.mark.parametrize("module_cls", [nnx.Dropout, dxn.Dropout])
+def test_unit_rate_needs_no_rngs_like_flax(module_cls: Any) -> None:
+    x = inputs()
+    chex.assert_trees_all_equal(module_cls(1.0)(x), jnp.zeros_like(x))
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+@pytest.mark.parametrize("kind", RATE_KINDS)
+def test_concrete_rate_zero_or_one_draws_no_key(kind: str, rate: float) -> None:
+    # The result is the transform's at that rate, which needs no random bits:
+    # a module without rngs works, and a module's stream does not advance.
+    x = inputs()
+    expected = reference(kind, jax.random.key(0), x, rate=rate)
+    chex.assert_trees_all_equal(make_layer(kind, rate=rate)(x), expected)
+    layer = make_layer(kind, rate=rate, rngs=streams(dropout=0))
+    chex.assert_trees_all_equal(layer(x), expected)
+    assert layer.rngs.count[...] == 0
+    # A concrete JAX scalar too (under nnx.jit it is traced, and draws a key).
+    chex.assert_trees_all_equal(make_layer(kind, rate=jnp.float32(rate))(x), expected)
+
+
+@pytest.mark.parametrize("module_cls", [nnx.Dropout, dxn.Dropout])
 def test_error_types_match_flax(module_cls: Any) -> None:
-    with pytest.raises(ValueError):  # no rngs while training
+    # No rngs while training: the error starts with flax.nnx.Dropout's sentence.
+    no_rngs = (
+        r"^`deterministic` is False, but no `rngs` argument was provided to Dropout\s+"
+        r"as either a __call__ argument or class attribute\."
+    )
+    with pytest.raises(ValueError, match=no_rngs):
         module_cls(0.5)(inputs())
     with pytest.raises(ValueError):  # no deterministic anywhere
         module_cls(0.5, deterministic=None, rngs=nnx.Rngs(0))(inputs())
@@ -195,7 +293,7 @@ def test_call_time_key_equals_functional_call(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_call_time_rngs_and_stream_override(kind: str) -> None:
     x = inputs()
-    layer = make_layer(kind, rng_collection="noise", rngs=nnx.Rngs(noise=1))
+    layer = make_layer(kind, rng_collection="noise", rngs=streams(noise=1))
     expected_key = nnx.Rngs(noise=5).noise()
     y = layer(x, rngs=nnx.Rngs(noise=5))
     chex.assert_trees_all_equal(y, reference(kind, expected_key, x))
@@ -206,10 +304,12 @@ def test_call_time_rngs_and_stream_override(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_constructor_rngs_fork_a_stream(kind: str) -> None:
     x = inputs()
-    layer = make_layer(kind, rngs=nnx.Rngs(dropout=3))
+    layer = make_layer(kind, rngs=streams(dropout=3))
     probe = KeyProbe(nnx.Rngs(dropout=3))
     for step in range(2):  # the stream advances: a new key per call
         assert_same(kind, layer(x), reference(kind, probe(x), x, step), traced=False)
+    if kind == "DropConnectLinear":
+        return  # it takes an nnx.Rngs only, since it draws its parameters from it
     stream_layer = make_layer(kind, rngs=nnx.Rngs(dropout=3).dropout)
     stream_probe = KeyProbe(nnx.Rngs(dropout=3))
     assert_same(kind, stream_layer(x), reference(kind, stream_probe(x), x), traced=False)
@@ -219,7 +319,7 @@ def test_constructor_rngs_fork_a_stream(kind: str) -> None:
 def test_inference_mode(kind: str) -> None:
     x = inputs()
     layer = make_layer(kind, deterministic=True)  # needs no rngs
-    expected = x * (1 - RATE) if kind == "VanillaDropout" else x
+    expected = inference(kind, x)
     np.testing.assert_allclose(layer(x), expected, rtol=1e-6)
     layer.train()
     assert layer(x, rngs=jax.random.key(0)).shape == x.shape
@@ -257,7 +357,7 @@ def test_array_rate_is_state_and_does_not_recompile() -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_nnx_jit_advances_the_stream(kind: str) -> None:
     x = inputs()
-    layer = make_layer(kind, rngs=nnx.Rngs(dropout=3))
+    layer = make_layer(kind, rngs=streams(dropout=3))
     probe = KeyProbe(nnx.Rngs(dropout=3))
     apply = nnx.jit(lambda layer, x: layer(x))
     for step in range(3):
@@ -267,7 +367,7 @@ def test_nnx_jit_advances_the_stream(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_nnx_remat(kind: str) -> None:
     x = inputs()
-    layer = make_layer(kind, rngs=nnx.Rngs(dropout=3))
+    layer = make_layer(kind, rngs=streams(dropout=3))
     probe = KeyProbe(nnx.Rngs(dropout=3))
 
     @nnx.remat
@@ -306,7 +406,7 @@ def test_nnx_vmap_split_rngs(kind: str) -> None:
 
         return apply(module, x)
 
-    layer = make_layer(kind, rngs=nnx.Rngs(dropout=3))
+    layer = make_layer(kind, x.shape[-1], rngs=streams(dropout=3))
     y = per_example(layer)
     keys = per_example(KeyProbe(nnx.Rngs(dropout=3)))
     assert keys.shape == (6,)
@@ -320,7 +420,7 @@ def test_nnx_vmap_split_rngs(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_call_time_key_under_nnx_vmap(kind: str) -> None:
     x, keys = inputs((6, 40)), jax.random.split(jax.random.key(4), 6)
-    layer = make_layer(kind)
+    layer = make_layer(kind, x.shape[-1])
     y = nnx.vmap(
         lambda layer, row, key: layer(row, rngs=key, **step_kwargs(kind)), in_axes=(None, 0, 0)
     )(layer, x, keys)
@@ -350,7 +450,7 @@ def test_nnx_scan_over_stacked_layers(kind: str) -> None:
         def create(rngs: nnx.Rngs) -> Block:
             return Block(kind, probe, rngs)
 
-        blocks = create(nnx.Rngs(dropout=8))
+        blocks = create(streams(dropout=8))
 
         @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
         def forward(x: jax.Array, block: Block) -> tuple[jax.Array, jax.Array]:
@@ -463,10 +563,11 @@ def test_annealed_step_override() -> None:
 
 
 class TrainNet(nnx.Module):
-    """A tiny MLP or CNN with one noise layer of ``kind``."""
+    """A tiny MLP or CNN with one noise layer of ``kind`` (after SELU for AlphaDropout)."""
 
     def __init__(self, kind: str, conv: bool, rngs: nnx.Rngs) -> None:
         self.conv = conv
+        self.activation = nnx.selu if kind == "AlphaDropout" else nnx.relu
         self.hidden: nnx.Module
         dims: tuple[int, ...] = ()
         if conv:
@@ -474,11 +575,11 @@ class TrainNet(nnx.Module):
             dims = (1, 2)  # channel dropout: one mask value per (example, channel)
         else:
             self.hidden = nnx.Linear(8, 32, rngs=rngs)
-        self.noise = make_layer(kind, broadcast_dims=dims, rngs=rngs)
+        self.noise = make_layer(kind, 8 if conv else 32, broadcast_dims=dims, rngs=rngs)
         self.out = nnx.Linear(8 if conv else 32, 1, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.noise(nnx.relu(self.hidden(x)))
+        x = self.noise(self.activation(self.hidden(x)))
         if self.conv:
             x = x.mean(axis=(1, 2))
         return self.out(x)[:, 0]
