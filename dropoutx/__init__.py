@@ -6,6 +6,7 @@ of dropping a unit.
 """
 
 from dropoutx._alpha import alpha_dropout as alpha_dropout
+from dropoutx._attention import dot_product_attention as dot_product_attention
 from dropoutx._bernoulli import annealed_dropout as annealed_dropout
 from dropoutx._bernoulli import drop_path as drop_path
 from dropoutx._bernoulli import dropout as dropout
@@ -25,6 +26,7 @@ __all__ = (
     "KeyLike",
     "alpha_dropout",
     "annealed_dropout",
+    "dot_product_attention",
     "drop_path",
     "dropout",
     "gaussian_dropout",

@@ -68,6 +68,82 @@ def floating_input(fn_name: str, x: Any, arg_name: str = "x") -> jax.Array:
     return x
 
 
+def attention_inputs(
+    fn_name: str, query: Any, key: Any, value: Any
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Checks attention's ``query``, ``key`` and ``value``; returns them as arrays.
+
+    Shapes are ``[batch..., length, heads, depth]``: the same rank (3 or more)
+    and batch axes, the same depth for ``query`` and ``key``, the same length
+    and heads for ``key`` and ``value``, and ``query`` heads a multiple of the
+    ``key`` heads (grouped-query attention).
+
+    Raises:
+      TypeError: if an input is not a floating-point array.
+      ValueError: if the shapes do not fit together.
+    """
+    arrays = {
+        "query": floating_input(fn_name, query, "query"),
+        "key": floating_input(fn_name, key, "key"),
+        "value": floating_input(fn_name, value, "value"),
+    }
+    query, key, value = arrays.values()
+    problem = None
+    if not query.ndim == key.ndim == value.ndim >= 3:
+        problem = "query, key and value must have the same rank, at least 3"
+    elif not query.shape[:-3] == key.shape[:-3] == value.shape[:-3]:
+        problem = "query, key and value must have the same batch axes"
+    elif query.shape[-1] != key.shape[-1]:
+        problem = "query and key must have the same depth (last axis)"
+    elif key.shape[-3:-1] != value.shape[-3:-1]:
+        problem = "key and value must have the same length and number of heads"
+    elif query.shape[-2] % key.shape[-2] != 0:
+        problem = "the query heads must be a multiple of the key heads (grouped-query attention)"
+    if problem is not None:
+        shapes = ", ".join(f"{name}={array.shape}" for name, array in arrays.items())
+        raise ValueError(
+            f"dropoutx.{fn_name}: {problem}; shapes are [batch..., length, heads, depth], "
+            f"got {shapes}."
+        )
+    return query, key, value
+
+
+def attention_einsums(
+    fn_name: str, precision: Any, einsum_dot_general: Any, qk_einsum: Any, value_einsum: Any
+) -> None:
+    """Checks Flax's einsum options: custom einsums come in pairs, without precision.
+
+    Raises:
+      ValueError: if only one custom einsum is given, or custom einsums are
+        combined with ``precision`` or ``einsum_dot_general``.
+    """
+    if (qk_einsum is None) != (value_einsum is None):
+        raise ValueError(
+            f"dropoutx.{fn_name}: qk_attn_weights_einsum and attn_weights_value_einsum "
+            f"must be given together, got qk_attn_weights_einsum={qk_einsum!r} and "
+            f"attn_weights_value_einsum={value_einsum!r}."
+        )
+    if qk_einsum is not None and (precision is not None or einsum_dot_general is not None):
+        raise ValueError(
+            f"dropoutx.{fn_name}: precision and einsum_dot_general cannot be combined "
+            f"with custom einsums, got precision={precision!r} and "
+            f"einsum_dot_general={einsum_dot_general!r}; pass one or the other."
+        )
+
+
+def no_other_options(fn_name: str, options: dict[str, Any], accepted: Sequence[str]) -> None:
+    """Rejects keyword options a function collects but does not know.
+
+    Raises:
+      TypeError: naming the unknown options and the accepted ones.
+    """
+    if options:
+        raise TypeError(
+            f"dropoutx.{fn_name}: unknown options {sorted(options)}; the accepted "
+            f"options are {', '.join(accepted)}."
+        )
+
+
 def batched_input(fn_name: str, x: jax.Array) -> jax.Array:
     """Checks that ``x`` has a batch axis (rank >= 1)."""
     if x.ndim == 0:

@@ -13,9 +13,12 @@ For every transform, on a 4 x 2 ``('data', 'model')`` mesh, each check proves:
   all-reduce, all-to-all, collective-permute, reduce-scatter,
   collective-broadcast);
 - no array in that program has more elements than one shard of the input, so
-  each device generates only its own part of the mask or noise;
+  each device generates only its own part of the mask or noise (for
+  attention: than one device's part of the attention weights);
 - the values equal those of the same call on one device with the same key,
-  bit for bit.
+  bit for bit (attention outputs, which go through matrix products whose
+  per-device sums may round otherwise, to within 1e-6, and their keep masks
+  bit for bit).
 
 It does so under ``jax.jit`` with ``NamedSharding`` arguments and no context
 mesh (``jit``), and under ``jax.set_mesh`` with ``AxisType.Auto`` (``auto``) and
@@ -69,11 +72,48 @@ class Case:
     dtype: type = jnp.float32
     extra: tuple[float, ...] = ()  # traced scalar arguments
     key_batch: bool = False  # one key per row, sharded like the rows
+    # The most elements any per-device array may have, when that is not one
+    # shard of x (attention weights are [batch, heads, q, k] per device).
+    local_elements: int | None = None
+    # Relative tolerance of the comparison with the unsharded call: 0 (bit for
+    # bit) but for matrix products, whose per-device sums may round otherwise.
+    rtol: float = 0.0
 
 
 def _loss_grad(dropout: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
     """The gradient of ``sum(dropout(x) ** 2) / 2``, which depends on ``x``."""
     return jax.grad(lambda x: (dropout(x) ** 2).sum() / 2)
+
+
+def _self_attention(key: jax.Array, x: jax.Array, *rate: jax.Array, **options: bool) -> jax.Array:
+    """Self-attention of ``x`` (``[batch, length, heads, depth]``) with dropout 0.3."""
+    dropout_rate = rate[0] if rate else 0.3
+    return dx.dot_product_attention(x, x, x, dropout_rng=key, dropout_rate=dropout_rate, **options)
+
+
+def _attention_keep_mask(key: jax.Array, x: jax.Array, **options: bool) -> jax.Array:
+    """Which attention weights were kept, read off through one-hot values.
+
+    With ``value[b, k, h] = e_k`` the output ``[batch, q, heads, k]`` is the
+    dropped weights, which are zero exactly where the mask dropped them (the
+    softmax weights themselves are positive). The weights' values may round
+    differently on a device than on one (see ``rtol``); the mask may not.
+    """
+    length = x.shape[1]
+    one_hot = x[..., :1] * 0 + jnp.eye(length, dtype=x.dtype)[:, None, :]  # sharded as x
+    dropped = dx.dot_product_attention(x, x, one_hot, dropout_rng=key, dropout_rate=0.3, **options)
+    return dropped != 0
+
+
+# Attention inputs sharded over the batch ('data') and the heads ('model'):
+# each device holds [2, 16, 2, 8] of x and computes [2, 2, 16, 16] weights.
+_ATTENTION = {
+    "shape": (8, 16, 4, 8),
+    "spec": ("data", None, "model", None),
+    "local_elements": 2 * 2 * 16 * 16,
+}
+# Outputs that go through a product with real values: equal up to rounding.
+_ATTENTION_OUTPUT = {**_ATTENTION, "rtol": 1e-6}
 
 
 CASES: dict[str, Case] = {
@@ -128,6 +168,17 @@ CASES: dict[str, Case] = {
     ),
     "vmap_gaussian_noise_key_per_row": Case(
         jax.vmap(lambda k, x: dx.gaussian_noise(k, x, 0.5)), key_batch=True
+    ),
+    # The attention weights' dropout mask, shared by the batch and head axes
+    # (both sharded) or one per weight; the values equal the unsharded call's.
+    "dot_product_attention_mask": Case(_attention_keep_mask, **_ATTENTION),
+    "dot_product_attention_mask_unbroadcast": Case(
+        lambda k, x: _attention_keep_mask(k, x, broadcast_dropout=False), **_ATTENTION
+    ),
+    "dot_product_attention": Case(_self_attention, **_ATTENTION_OUTPUT),
+    "dot_product_attention_traced_rate": Case(_self_attention, extra=(0.3,), **_ATTENTION_OUTPUT),
+    "grad_dot_product_attention": Case(
+        lambda k, x: _loss_grad(lambda x: _self_attention(k, x))(x), **_ATTENTION_OUTPUT
     ),
 }
 
@@ -204,8 +255,14 @@ def check_case(kind: str, case: Case) -> None:
         y, hlo = _compile(case.fn, key, x_sharded, *extra)
     assert_sharding(y, x_sharded)
     assert_no_collectives(hlo)
-    assert_local_only(hlo, x_sharded.addressable_shards[0].data.shape)
-    np.testing.assert_array_equal(np.asarray(y), expected)
+    if case.local_elements is None:
+        assert_local_only(hlo, x_sharded.addressable_shards[0].data.shape)
+    else:
+        assert_local_only(hlo, (case.local_elements,))
+    if case.rtol:
+        np.testing.assert_allclose(np.asarray(y), expected, rtol=case.rtol, atol=case.rtol)
+    else:
+        np.testing.assert_array_equal(np.asarray(y), expected)
 
 
 def check_eager(kind: str) -> None:
