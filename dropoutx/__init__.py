@@ -18,6 +18,9 @@ from dropoutx._gaussian import gaussian_dropout as gaussian_dropout
 from dropoutx._gaussian import gaussian_noise as gaussian_noise
 from dropoutx._mc_predict import mc_predict as mc_predict
 from dropoutx._sharding import shard_key as shard_key
+from dropoutx._structured import drop_block as drop_block
+from dropoutx._structured import layer_drop as layer_drop
+from dropoutx._structured import zoneout as zoneout
 from dropoutx._validate import KeyLike as KeyLike
 
 __version__ = "0.1.0"
@@ -27,14 +30,17 @@ __all__ = (
     "alpha_dropout",
     "annealed_dropout",
     "dot_product_attention",
+    "drop_block",
     "drop_path",
     "dropout",
     "gaussian_dropout",
     "gaussian_noise",
     "inverted_dropout",
     "keep_mask",
+    "layer_drop",
     "mc_predict",
     "shard_key",
     "spatial_dropout",
     "vanilla_dropout",
+    "zoneout",
 )

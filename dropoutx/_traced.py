@@ -16,6 +16,7 @@ eager call with a Python rate does no extra work.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -44,12 +45,20 @@ def report(fn_name: str, arg_name: str, value: jax.Array, interval: str) -> jax.
     return valid
 
 
-def guard(fn_name: str, arg_name: str, y: jax.Array, value: jax.Array, interval: str) -> jax.Array:
+def guard(fn_name: str, arg_name: str, y: Any, value: jax.Array, interval: str) -> Any:
     """Returns ``y``, or all-NaN when the traced ``value`` is outside ``interval``.
 
-    Also reports the value (see :func:`report`). The guard multiplies by a
-    scalar (exactly 1 when valid) rather than selecting elementwise, so that
-    reverse-mode autodiff saves a scalar, not a full-size predicate.
+    ``y`` is an array or a pytree (e.g. LayerDrop's output), whose
+    floating-point leaves all become NaN. Also reports the value (see
+    :func:`report`). The guard multiplies by a scalar (exactly 1 when valid)
+    rather than selecting elementwise, so that reverse-mode autodiff saves a
+    scalar, not a full-size predicate.
     """
     valid = report(fn_name, arg_name, value, interval)
-    return y * jnp.where(valid, 1, jnp.nan).astype(y.dtype)
+
+    def nan_unless_valid(leaf: jax.Array) -> jax.Array:
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            return leaf
+        return leaf * jnp.where(valid, 1, jnp.nan).astype(leaf.dtype)
+
+    return jax.tree.map(nan_unless_valid, y)

@@ -324,6 +324,75 @@ def channel_and_batch_axes(
     return channel, batch
 
 
+def feature_map_spatial_axes(fn_name: str, x: jax.Array, channel_axis: Any) -> tuple[int, ...]:
+    """The spatial axes of a batch of feature maps: every axis but 0 and the channels.
+
+    Raises:
+      ValueError: if ``x`` has no spatial axis (rank < 3) or ``channel_axis``
+        is out of range or names the batch axis 0.
+      TypeError: if ``channel_axis`` is not an int.
+    """
+    if x.ndim < 3:
+        raise ValueError(
+            f"dropoutx.{fn_name}: x must have a batch axis, a channel axis and "
+            f"at least one spatial axis (rank >= 3), got shape {x.shape}; for "
+            f"one example, use x[None]."
+        )
+    channel = axis(fn_name, "channel_axis", channel_axis, x.ndim)
+    if channel == 0:
+        raise ValueError(
+            f"dropoutx.{fn_name}: channel_axis={channel_axis} names the batch axis "
+            f"(axis 0); use -1 for channels-last or 1 for channels-first."
+        )
+    return tuple(a for a in range(1, x.ndim) if a != channel)
+
+
+def block_size(
+    fn_name: str, value: Any, shape: tuple[int, ...], spatial_sizes: tuple[int, ...]
+) -> int:
+    """Checks a block size: a Python int from 1 to the smallest spatial size.
+
+    Raises:
+      TypeError: if ``value`` is not a Python int.
+      ValueError: if a block of ``value`` units would not fit inside the map.
+    """
+    if not _is_int(value):
+        raise TypeError(
+            f"dropoutx.{fn_name}: block_size must be a Python int, got "
+            f"block_size={value!r}. It sets array shapes, so it cannot be traced."
+        )
+    if not 1 <= value <= min(spatial_sizes):
+        raise ValueError(
+            f"dropoutx.{fn_name}: block_size must be >= 1 and at most every "
+            f"spatial size {spatial_sizes} of x of shape {shape}, so that a block "
+            f"fits inside the map; got block_size={value}."
+        )
+    return int(value)
+
+
+def hidden_states(fn_name: str, h_prev: Any, h_new: Any) -> tuple[jax.Array, jax.Array]:
+    """Checks a recurrent state before and after a step: floating, same shape and dtype.
+
+    Raises:
+      TypeError: if either is not a floating-point array, or their dtypes differ.
+      ValueError: if their shapes differ.
+    """
+    h_prev = floating_input(fn_name, h_prev, "h_prev")
+    h_new = floating_input(fn_name, h_new, "h_new")
+    if h_prev.shape != h_new.shape:
+        raise ValueError(
+            f"dropoutx.{fn_name}: h_prev and h_new must have the same shape, got "
+            f"h_prev.shape={h_prev.shape} and h_new.shape={h_new.shape}."
+        )
+    if h_prev.dtype != h_new.dtype:
+        raise TypeError(
+            f"dropoutx.{fn_name}: h_prev and h_new must have the same dtype, got "
+            f"{h_prev.dtype} and {h_new.dtype}; cast one, e.g. "
+            f"h_prev.astype(h_new.dtype)."
+        )
+    return h_prev, h_new
+
+
 def axis_names(fn_name: str, value: Any) -> tuple[str, ...]:
     """Checks a mesh axis name or a non-empty sequence of them."""
     names = (value,) if isinstance(value, str) else value
