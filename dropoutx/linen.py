@@ -19,6 +19,11 @@ The rest of the family: :class:`AlphaDropout` (for SELU networks),
 :class:`DropPath` (stochastic depth, whole examples) and
 :class:`DropConnectDense` (a :class:`flax.linen.Dense` whose kernel, not its
 output, is dropped out while training).
+
+Sequence and structured dropout: :class:`SpatialDropout` (whole feature maps),
+:class:`DropBlock` (contiguous blocks of feature maps), and two wrappers of a
+Flax recurrent cell for :class:`flax.linen.RNN`: :class:`RecurrentDropoutCell`
+(variational dropout, one mask per sequence) and :class:`ZoneoutCell`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import errors
+from flax.core.scope import in_filter
+from flax.linen import module as linen_module
 from flax.linen.dtypes import promote_dtype
 from jax.typing import ArrayLike
 
@@ -39,12 +46,16 @@ from dropoutx import _validate
 __all__ = (
     "AlphaDropout",
     "AnnealedDropout",
+    "DropBlock",
     "DropConnectDense",
     "DropPath",
     "Dropout",
     "GaussianDropout",
     "GaussianNoise",
+    "RecurrentDropoutCell",
+    "SpatialDropout",
     "VanillaDropout",
+    "ZoneoutCell",
 )
 
 
@@ -589,3 +600,476 @@ class DropConnectDense(_Stochastic):
         if bias is not None:
             outputs += jnp.reshape(bias, (1,) * (outputs.ndim - 1) + (-1,))
         return outputs
+
+
+class SpatialDropout(_Stochastic):
+    """Spatial (channel) dropout: drop whole feature maps of each example.
+
+    While training, ``y = inverted_dropout(key, x, rate)`` with one mask value
+    per (example, channel), shared over every spatial axis (Tompson et al.
+    2015), as Keras ``SpatialDropout2D`` and PyTorch ``Dropout2d``; at
+    inference ``y = x``. Calls :func:`dropoutx.spatial_dropout`. Fields and call
+    as :class:`Dropout`, with ``channel_axis`` and ``batch_axis`` in place of
+    ``broadcast_dims``.
+
+    Attributes:
+      rate: the probability of dropping a feature map, in ``[0, 1]``; a Python
+        number or a (possibly traced) JAX scalar.
+      channel_axis: ``-1`` for channels-last maps (Flax's convolutions), ``1``
+        for channels-first.
+      batch_axis: the axis whose examples get independent masks, or ``None``
+        for one unbatched example (e.g. under ``nn.vmap``).
+      deterministic, rng_collection: as in :class:`Dropout`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from dropoutx import linen as dxl
+      >>> x = jnp.ones((4, 5, 5, 8))  # NHWC
+      >>> layer = dxl.SpatialDropout(0.5, deterministic=False)
+      >>> y = layer.apply({}, x, rngs={"dropout": jax.random.key(0)})
+      >>> y.shape, y.dtype
+      ((4, 5, 5, 8), dtype('float32'))
+      >>> bool((y == y[:, :1, :1, :]).all())  # each map is dropped or kept whole
+      True
+      >>> sorted(set(y.ravel().tolist()))  # kept maps scaled by 1 / 0.5
+      [0.0, 2.0]
+    """
+
+    rate: ArrayLike
+    channel_axis: int = -1
+    batch_axis: int | None = 0
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
+        return dx.spatial_dropout(
+            key,
+            inputs,
+            self.rate,
+            deterministic=deterministic,
+            channel_axis=self.channel_axis,
+            batch_axis=self.batch_axis,
+        )
+
+
+class DropBlock(_Stochastic):
+    """DropBlock: drop contiguous blocks of each feature map (Ghiasi et al. 2018).
+
+    While training, ``y = drop_block(key, x, rate, block_size=block_size)``:
+    blocks of ``block_size`` units along every spatial axis are dropped,
+    independently per example and channel, about a fraction ``rate`` of the
+    units in all, and the kept units are scaled by one factor (the number of
+    units over the number kept); at inference ``y = x``. Calls
+    :func:`dropoutx.drop_block`, which documents the seed probability. ``x``
+    has the batch on axis 0, the channels on ``channel_axis`` and one or more
+    spatial axes. Fields and call as :class:`Dropout`, with ``block_size`` and
+    ``channel_axis`` in place of ``broadcast_dims``.
+
+    Attributes:
+      rate: the target fraction of dropped units, in ``[0, 1]``; a Python
+        number or a (possibly traced) JAX scalar.
+      block_size: the block width along every spatial axis, a Python int from
+        1 to the smallest spatial size.
+      channel_axis: ``-1`` for channels-last maps, ``1`` for channels-first.
+      deterministic, rng_collection: as in :class:`Dropout`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from dropoutx import linen as dxl
+      >>> x = jnp.ones((2, 12, 12, 3))  # NHWC
+      >>> layer = dxl.DropBlock(0.3, block_size=4, deterministic=False)
+      >>> y = layer.apply({}, x, rngs={"dropout": jax.random.key(0)})
+      >>> y.shape, y.dtype
+      ((2, 12, 12, 3), dtype('float32'))
+      >>> bool(jnp.isclose(y.sum(), x.sum()))  # one scale: the total is preserved
+      True
+      >>> bool((dxl.DropBlock(0.3, block_size=4).apply({}, x, deterministic=True) == x).all())
+      True
+    """
+
+    rate: ArrayLike
+    block_size: int = 7
+    channel_axis: int = -1
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    @nn.nowrap
+    def _check(self) -> None:
+        owner = f"linen.{type(self).__name__}"
+        _validate.rate(owner, self.rate)
+        _validate.count(owner, "block_size", self.block_size, minimum=1)
+
+    def _needs_random_bits(self) -> bool:
+        # Only a concrete rate of 0 (the identity) needs no key.
+        return _concrete(self.rate) != 0.0
+
+    def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
+        return dx.drop_block(
+            key,
+            inputs,
+            self.rate,
+            block_size=self.block_size,
+            deterministic=deterministic,
+            channel_axis=self.channel_axis,
+        )
+
+
+# --- recurrent cells ----------------------------------------------------------------
+
+
+def _check_cell(owner: str, cell: Any) -> None:
+    """Raises a TypeError unless ``cell`` is a Linen recurrent cell instance."""
+    fix = "e.g. nn.LSTMCell(features=64), nn.GRUCell(64) or nn.SimpleCell(64)"
+    if isinstance(cell, type):
+        raise TypeError(
+            f"dropoutx.{owner}: cell must be a Flax Linen recurrent cell instance, got "
+            f"the class {cell.__name__}; construct it first, {fix}."
+        )
+    if not isinstance(cell, nn.Module):
+        framework = type(cell).__module__.split(".")
+        hint = (
+            " It is an NNX module: use dropoutx.nnx instead."
+            if framework[:2] == ["flax", "nnx"]
+            else ""
+        )
+        raise TypeError(
+            f"dropoutx.{owner}: cell must be a Flax Linen recurrent cell ({fix}), got "
+            f"{type(cell).__name__} {cell!r:.80}.{hint}"
+        )
+    if not (callable(getattr(type(cell), "initialize_carry", None))) or not hasattr(
+        type(cell), "num_feature_axes"
+    ):
+        raise TypeError(
+            f"dropoutx.{owner}: cell must be a Flax Linen recurrent cell, a module with "
+            f"initialize_carry and num_feature_axes such as nn.RNNCellBase subclasses "
+            f"({fix}); got {type(cell).__name__}, which lacks them."
+        )
+
+
+def _map_hidden(owner: str, carry: Any, fn: Callable[[Any], Any]) -> Any:
+    """``carry`` with ``fn`` applied to its hidden state ``h``.
+
+    The carries of Flax's cells: an array ``h`` (GRU, MGU, simple cells) or a
+    pair ``(c, h)`` (the LSTM cells), whose ``c`` is left alone.
+    """
+    if isinstance(carry, tuple) and len(carry) == 2:
+        c, h = carry
+        return (c, fn(h))
+    if isinstance(carry, jax.Array):
+        return fn(carry)
+    raise TypeError(
+        f"dropoutx.{owner}: the cell's carry must be an array h (GRU, simple cells) or "
+        f"a pair (c, h) (LSTM cells), got {jax.tree.structure(carry)}."
+    )
+
+
+def _hidden(owner: str, carry: Any) -> Any:
+    """The hidden state ``h`` of a carry: the array itself, or the second of ``(c, h)``."""
+    if isinstance(carry, tuple) and len(carry) == 2:
+        return carry[1]
+    return _map_hidden(owner, carry, lambda h: h)  # the array itself, or the error
+
+
+def _enclosing_rnn_split(collection: str) -> tuple[nn.RNN | None, bool | None]:
+    """The innermost running :class:`flax.linen.RNN` and how it treats ``collection``.
+
+    Returns ``(rnn, split)``: ``split`` is True if ``rnn.split_rngs`` splits
+    the collection (a new key at each step), False if it broadcasts it (one key
+    for the whole sequence), None if no filter names it (no key inside the
+    scan); ``(None, None)`` outside an ``nn.RNN``. Reads the stack of running
+    Linen modules, so a hand-written ``nn.scan`` is not seen.
+    """
+    stack = getattr(linen_module._context, "module_stack", ())
+    for module in reversed(stack):
+        if isinstance(module, nn.RNN):
+            for rng_filter, split in module.split_rngs.items():
+                if in_filter(rng_filter, collection):
+                    return module, bool(split)
+            return module, None
+    return None, None
+
+
+class RecurrentDropoutCell(_Stochastic, nn.RNNCellBase):
+    """Variational dropout for a recurrent cell: one mask per sequence (Gal & Ghahramani 2016).
+
+    Wraps a Flax recurrent cell (:class:`flax.linen.LSTMCell`,
+    :class:`~flax.linen.OptimizedLSTMCell`, :class:`~flax.linen.GRUCell`,
+    :class:`~flax.linen.SimpleCell`, ...) for :class:`flax.linen.RNN`. While
+    training, each step computes
+
+        cell((c, inverted_dropout(k_h, h, recurrent_rate)),
+             inverted_dropout(k_x, x_t, input_rate))
+
+    with ``(k_x, k_h) = split(key)`` and the same ``key`` at every step of the
+    sequence, so each example (and unit) keeps ONE input mask and ONE
+    recurrent mask for the whole sequence, as in "A theoretically grounded
+    application of dropout in recurrent neural networks"; dropping a new
+    mask at every step (naive dropout) destroys the memory the recurrence
+    should carry. The carry is stored unmasked: the mask applies to ``h``
+    where the cell reads it, and never to an LSTM's cell state ``c``. At
+    inference the cell runs unchanged. The masks come from
+    :func:`dropoutx.inverted_dropout`.
+
+    The cell sees the masked ``h`` wherever it reads it. For the LSTM cells
+    that is only their matrix products, exactly Gal and Ghahramani's scheme;
+    a :class:`~flax.linen.GRUCell` also reads ``h`` in its update ``z * h``,
+    and a ``SimpleCell(residual=True)`` in its residual, so there the
+    masked ``h`` enters the new state too (as with TensorFlow's
+    ``DropoutWrapper(variational_recurrent=True)``, and unlike Keras's GRU).
+
+    **RNG set-up.** One key per sequence needs ``nn.RNN`` to broadcast the
+    rng collection over time, not split it::
+
+        nn.RNN(cell, split_rngs={"params": False, "dropout": False})
+
+    Inside an ``nn.RNN`` that splits the collection (a new key, hence a new
+    mask, at every step), or does not name it (no key at all; Flax would
+    raise an obscure ``InvalidRngError``), the cell raises an error that
+    names this fix. It cannot see a hand-written ``nn.scan``: there, pass
+    ``split_rngs={..., "dropout": False}`` yourself. Called directly, every
+    call draws a new key; to step through a sequence by hand, pass the same
+    ``rng`` at each step.
+
+    Attributes:
+      cell: the wrapped Linen recurrent cell (an instance). Its parameters
+        live under ``cell`` in this module's scope.
+      input_rate: the probability of dropping an input unit, in ``[0, 1]``; a
+        Python number or a (possibly traced) JAX scalar.
+      recurrent_rate: the probability of dropping a unit of ``h``, in ``[0,
+        1]``.
+      deterministic: if true, run the cell without dropout. ``nn.RNN`` passes
+        only ``(carry, x)``, so set it here, e.g. ``deterministic=not train``.
+      rng_collection: the rng collection the key is drawn from.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import flax.linen as nn
+      >>> from dropoutx import linen as dxl
+      >>> class Encoder(nn.Module):
+      ...     train: bool
+      ...     @nn.compact
+      ...     def __call__(self, x):
+      ...         cell = dxl.RecurrentDropoutCell(
+      ...             nn.LSTMCell(16), input_rate=0.2, recurrent_rate=0.25,
+      ...             deterministic=not self.train)
+      ...         rnn = nn.RNN(cell, split_rngs={"params": False, "dropout": False})
+      ...         return rnn(x)
+      >>> x = jnp.ones((4, 10, 3))  # (batch, time, features)
+      >>> variables = Encoder(train=False).init(jax.random.key(0), x)
+      >>> y = Encoder(train=True).apply(variables, x, rngs={"dropout": jax.random.key(1)})
+      >>> y.shape, y.dtype
+      ((4, 10, 16), dtype('float32'))
+      >>> bad = nn.RNN(dxl.RecurrentDropoutCell(nn.GRUCell(8), recurrent_rate=0.25,
+      ...                                       deterministic=False))
+      >>> try:  # an nn.RNN that passes no 'dropout' key into the scan
+      ...     bad.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x)
+      ... except ValueError as error:
+      ...     print(str(error)[str(error).index("Use"):])
+      Use nn.RNN(cell, split_rngs={'params': False, 'dropout': False}).
+    """
+
+    cell: nn.Module
+    input_rate: ArrayLike = 0.0
+    recurrent_rate: ArrayLike = 0.0
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    @nn.nowrap
+    def _check(self) -> None:
+        owner = f"linen.{type(self).__name__}"
+        _check_cell(owner, self.cell)
+        _validate.rate(f"{owner} (input_rate)", self.input_rate)
+        _validate.rate(f"{owner} (recurrent_rate)", self.recurrent_rate)
+
+    def _needs_random_bits(self) -> bool:
+        rates = (_concrete(self.input_rate), _concrete(self.recurrent_rate))
+        return any(rate not in (0.0, 1.0) for rate in rates)
+
+    def _draw_key(self, rng: Any) -> Any:
+        """As the base's, after checking that an enclosing ``nn.RNN`` broadcasts the key."""
+        if rng is None:
+            rnn, split = _enclosing_rnn_split(self.rng_collection)
+            if rnn is not None and split is not False:
+                problem = (
+                    "splits it, so every time step would draw a new mask (naive dropout)"
+                    if split
+                    else "does not pass it into the scan, so the cell has no key"
+                )
+                raise ValueError(
+                    f"{self._owner()}: variational dropout needs one "
+                    f"{self.rng_collection!r} key per sequence, but the enclosing "
+                    f"nn.RNN's split_rngs={dict(rnn.split_rngs)!r} {problem}. Use "
+                    f"nn.RNN(cell, split_rngs={{'params': False, "
+                    f"{self.rng_collection!r}: False}})."
+                )
+        return super()._draw_key(rng)
+
+    @nn.nowrap
+    def initialize_carry(self, rng: Any, input_shape: tuple[int, ...]) -> Any:
+        """The wrapped cell's initial carry (see its ``initialize_carry``)."""
+        return self.cell.initialize_carry(rng, input_shape)  # type: ignore[attr-defined]
+
+    @property
+    def num_feature_axes(self) -> int:
+        """The wrapped cell's number of feature axes."""
+        return int(self.cell.num_feature_axes)  # type: ignore[attr-defined]
+
+    @nn.compact
+    def __call__(  # type: ignore[override]
+        self, carry: Any, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
+    ) -> tuple[Any, Any]:
+        """One time step of the wrapped cell, with the sequence's masks applied.
+
+        Args:
+          carry: the carry, as the wrapped cell's ``initialize_carry`` makes it.
+          inputs: the inputs at this step.
+          deterministic: as in :class:`Dropout`; ``nn.RNN`` does not pass it,
+            so set the field instead.
+          rng: a key to use instead of ``make_rng(rng_collection)``; pass the
+            same key at every step of a sequence.
+
+        Returns:
+          The wrapped cell's ``(new_carry, output)``.
+        """
+        owner = f"linen.{type(self).__name__}"
+        key, deterministic = self._resolve(deterministic, rng)
+        input_key, recurrent_key = (None, None) if key is None else jax.random.split(key)
+        inputs = dx.inverted_dropout(
+            input_key, inputs, self.input_rate, deterministic=deterministic
+        )
+        read = _map_hidden(
+            owner,
+            carry,
+            lambda h: dx.inverted_dropout(
+                recurrent_key, h, self.recurrent_rate, deterministic=deterministic
+            ),
+        )
+        return self.cell(read, inputs)  # type: ignore[no-any-return]
+
+
+class ZoneoutCell(_Stochastic, nn.RNNCellBase):
+    """Zoneout on a recurrent cell's carry (Krueger et al. 2017), a new mask at every step.
+
+    Wraps a Flax recurrent cell for :class:`flax.linen.RNN`. Each step runs
+    the cell, then each unit of each carry leaf keeps its previous value with
+    probability ``rate`` while training,
+
+        new_carry = zoneout(k_leaf, carry, cell_carry, rate)   (leaf by leaf),
+
+    and takes the expectation ``rate * carry + (1 - rate) * cell_carry`` at
+    inference (:func:`dropoutx.zoneout`). An LSTM's ``c`` and ``h`` both zone
+    out, with independent masks and the same rate (the paper zones out both,
+    and also reports separate rates for ``c`` and ``h``). The output is the
+    zoned hidden state ``h`` (for every Flax cell the output is ``h``).
+
+    **RNG set-up.** Zoneout draws a new mask at every step, so ``nn.RNN``
+    must split the rng collection over time::
+
+        nn.RNN(cell, split_rngs={"params": False, "dropout": True})
+
+    Inside an ``nn.RNN`` that broadcasts it (the same mask at every step) or
+    does not name it, the cell raises an error that names this fix. To
+    combine it with a :class:`RecurrentDropoutCell`, which needs the
+    opposite, give one of them its own collection, e.g.
+    ``ZoneoutCell(..., rng_collection="zoneout")`` and ``split_rngs={"params":
+    False, "dropout": False, "zoneout": True}``.
+
+    Attributes:
+      cell: the wrapped Linen recurrent cell (an instance).
+      rate: the probability that a unit keeps its previous value, in ``[0,
+        1]``; a Python number or a (possibly traced) JAX scalar.
+      deterministic: if true, take the expectation instead of a mask. Set it
+        here (``nn.RNN`` passes only ``(carry, x)``).
+      rng_collection: the rng collection the key is drawn from.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import flax.linen as nn
+      >>> from dropoutx import linen as dxl
+      >>> cell = dxl.ZoneoutCell(nn.LSTMCell(16), 0.1, deterministic=False)
+      >>> rnn = nn.RNN(cell, split_rngs={"params": False, "dropout": True})
+      >>> x = jnp.ones((4, 10, 3))
+      >>> rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+      >>> variables = rnn.init(rngs, x)
+      >>> y = rnn.apply(variables, x, rngs={"dropout": jax.random.key(2)})
+      >>> y.shape, y.dtype
+      ((4, 10, 16), dtype('float32'))
+    """
+
+    cell: nn.Module
+    rate: ArrayLike
+    deterministic: bool | None = None
+    rng_collection: str = "dropout"
+
+    @nn.nowrap
+    def _check(self) -> None:
+        owner = f"linen.{type(self).__name__}"
+        _check_cell(owner, self.cell)
+        _validate.rate(owner, self.rate)
+
+    def _needs_random_bits(self) -> bool:
+        # Only a concrete rate of 0 (the cell unchanged) needs no key.
+        return _concrete(self.rate) != 0.0
+
+    def _draw_key(self, rng: Any) -> Any:
+        """As the base's, after checking that an enclosing ``nn.RNN`` splits the key."""
+        if rng is None:
+            rnn, split = _enclosing_rnn_split(self.rng_collection)
+            if rnn is not None and split is not True:
+                problem = (
+                    "broadcasts it, so every time step would reuse one mask"
+                    if split is False
+                    else "does not pass it into the scan, so the cell has no key"
+                )
+                raise ValueError(
+                    f"{self._owner()}: zoneout needs a new {self.rng_collection!r} key "
+                    f"at every step, but the enclosing nn.RNN's split_rngs="
+                    f"{dict(rnn.split_rngs)!r} {problem}. Use nn.RNN(cell, "
+                    f"split_rngs={{'params': False, {self.rng_collection!r}: True}}) "
+                    f"(with a RecurrentDropoutCell, give the zoneout cell its own "
+                    f"rng_collection)."
+                )
+        return super()._draw_key(rng)
+
+    @nn.nowrap
+    def initialize_carry(self, rng: Any, input_shape: tuple[int, ...]) -> Any:
+        """The wrapped cell's initial carry (see its ``initialize_carry``)."""
+        return self.cell.initialize_carry(rng, input_shape)  # type: ignore[attr-defined]
+
+    @property
+    def num_feature_axes(self) -> int:
+        """The wrapped cell's number of feature axes."""
+        return int(self.cell.num_feature_axes)  # type: ignore[attr-defined]
+
+    @nn.compact
+    def __call__(  # type: ignore[override]
+        self, carry: Any, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
+    ) -> tuple[Any, Any]:
+        """One time step of the wrapped cell, then zoneout on its carry.
+
+        Args:
+          carry: the carry, as the wrapped cell's ``initialize_carry`` makes it.
+          inputs: the inputs at this step.
+          deterministic: as in :class:`Dropout`; ``nn.RNN`` does not pass it,
+            so set the field instead.
+          rng: a key to use instead of ``make_rng(rng_collection)``.
+
+        Returns:
+          ``(new_carry, h)``, the zoned carry and its hidden state.
+        """
+        owner = f"linen.{type(self).__name__}"
+        key, deterministic = self._resolve(deterministic, rng)
+        cell_carry, _ = self.cell(carry, inputs)
+        old_leaves, treedef = jax.tree.flatten(carry)
+        new_leaves = jax.tree.leaves(cell_carry)
+        keys = (
+            [None] * len(old_leaves)
+            if key is None
+            else list(jax.random.split(key, len(old_leaves)))
+        )
+        zoned = [
+            dx.zoneout(leaf_key, old, new, self.rate, deterministic=deterministic)
+            for leaf_key, old, new in zip(keys, old_leaves, new_leaves, strict=True)
+        ]
+        new_carry = jax.tree.unflatten(treedef, zoned)
+        return new_carry, _hidden(owner, new_carry)

@@ -20,6 +20,11 @@ Beyond Flax's layer: :class:`VanillaDropout`, :class:`GaussianDropout`,
 state), :class:`AlphaDropout`, :class:`DropPath` and
 :class:`DropConnectLinear`, a :class:`flax.nnx.Linear` with a dropped-out
 kernel.
+
+Sequence and structured dropout: :class:`SpatialDropout`, :class:`DropBlock`,
+and two wrappers of a Flax recurrent cell for :class:`flax.nnx.RNN`:
+:class:`RecurrentDropoutCell` (variational dropout, one mask per sequence) and
+:class:`ZoneoutCell`.
 """
 
 from __future__ import annotations
@@ -41,12 +46,16 @@ __all__ = (
     "AlphaDropout",
     "AnnealedDropout",
     "AnnealingStep",
+    "DropBlock",
     "DropConnectLinear",
     "DropPath",
     "Dropout",
     "GaussianDropout",
     "GaussianNoise",
+    "RecurrentDropoutCell",
+    "SpatialDropout",
     "VanillaDropout",
+    "ZoneoutCell",
 )
 
 RngsLike = nnx.Rngs | nnx.RngStream | jax.Array | np.ndarray
@@ -717,3 +726,485 @@ class DropConnectLinear(_Stochastic):
         if bias is not None:
             outputs += jnp.reshape(bias, (1,) * (outputs.ndim - 1) + (-1,))
         return outputs
+
+
+class SpatialDropout(_Stochastic):
+    """Spatial (channel) dropout: drop whole feature maps of each example.
+
+    Calls :func:`dropoutx.spatial_dropout`: in training mode, inverted dropout
+    with one mask value per (example, channel), shared over every spatial axis
+    (Tompson et al. 2015), as Keras ``SpatialDropout2D`` and PyTorch
+    ``Dropout2d``; in inference mode ``y = x``. Constructor and call as
+    :class:`Dropout`, with ``channel_axis`` and ``batch_axis`` for
+    ``broadcast_dims``.
+
+    Args:
+      rate: the probability of dropping a feature map, in ``[0, 1]``; a Python
+        number or a JAX scalar.
+      channel_axis: ``-1`` for channels-last maps (Flax's convolutions), ``1``
+        for channels-first.
+      batch_axis: the axis whose examples get independent masks, or ``None``
+        for one unbatched example (e.g. under ``nnx.vmap``).
+      deterministic, rng_collection, rngs: as in :class:`Dropout`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from dropoutx import nnx as dxn
+      >>> layer = dxn.SpatialDropout(0.5, rngs=nnx.Rngs(dropout=0))
+      >>> y = layer(jnp.ones((4, 5, 5, 8)))  # NHWC
+      >>> y.shape, y.dtype
+      ((4, 5, 5, 8), dtype('float32'))
+      >>> bool((y == y[:, :1, :1, :]).all())  # each map is dropped or kept whole
+      True
+      >>> sorted(set(y.ravel().tolist()))  # kept maps scaled by 1 / 0.5
+      [0.0, 2.0]
+    """
+
+    def __init__(
+        self,
+        rate: ArrayLike,
+        *,
+        channel_axis: int = -1,
+        batch_axis: int | None = 0,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ) -> None:
+        self.rate = rate
+        self.channel_axis = channel_axis
+        self.batch_axis = batch_axis
+        super().__init__(deterministic, rng_collection, rngs)
+
+    def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
+        return dx.spatial_dropout(
+            key,
+            inputs,
+            self.rate,
+            deterministic=deterministic,
+            channel_axis=self.channel_axis,
+            batch_axis=self.batch_axis,
+        )
+
+
+class DropBlock(_Stochastic):
+    """DropBlock: drop contiguous blocks of each feature map (Ghiasi et al. 2018).
+
+    Calls :func:`dropoutx.drop_block` (which documents the seed probability):
+    in training mode, blocks of ``block_size`` units along every spatial axis
+    are dropped, independently per example and channel, about a fraction
+    ``rate`` of the units in all, and the kept units are scaled by one factor
+    (the number of units over the number kept); in inference mode ``y = x``.
+    The input has the batch on axis 0, the channels on ``channel_axis`` and
+    one or more spatial axes. Constructor and call as :class:`Dropout`, with
+    ``block_size`` and ``channel_axis`` for ``broadcast_dims``.
+
+    Args:
+      rate: the target fraction of dropped units, in ``[0, 1]``; a Python
+        number or a JAX scalar.
+      block_size: the block width along every spatial axis, a Python int from
+        1 to the smallest spatial size.
+      channel_axis: ``-1`` for channels-last maps, ``1`` for channels-first.
+      deterministic, rng_collection, rngs: as in :class:`Dropout`.
+
+    Raises:
+      ValueError: if a concrete ``rate`` is outside ``[0, 1]`` or
+        ``block_size`` is below 1.
+      TypeError: if ``block_size`` is not an int, or ``rngs`` is not an
+        ``nnx.Rngs``, ``nnx.RngStream`` or None.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from dropoutx import nnx as dxn
+      >>> layer = dxn.DropBlock(0.3, block_size=4, rngs=nnx.Rngs(dropout=0))
+      >>> x = jnp.ones((2, 12, 12, 3))  # NHWC
+      >>> y = layer(x)
+      >>> y.shape, y.dtype
+      ((2, 12, 12, 3), dtype('float32'))
+      >>> bool(jnp.isclose(y.sum(), x.sum()))  # one scale: the total is preserved
+      True
+      >>> layer.eval()
+      >>> bool((layer(x) == x).all())
+      True
+    """
+
+    def __init__(
+        self,
+        rate: ArrayLike,
+        *,
+        block_size: int = 7,
+        channel_axis: int = -1,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ) -> None:
+        self.rate = rate
+        self.block_size = block_size
+        self.channel_axis = channel_axis
+        super().__init__(deterministic, rng_collection, rngs)
+
+    def _check(self) -> None:
+        owner = f"nnx.{type(self).__name__}"
+        _validate.rate(owner, self.rate)
+        _validate.count(owner, "block_size", self.block_size, minimum=1)
+
+    def _needs_random_bits(self) -> bool:
+        # Only a concrete rate of 0 (the identity) needs no key.
+        return _concrete(self.rate) != 0.0
+
+    def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
+        return dx.drop_block(
+            key,
+            inputs,
+            self.rate,
+            block_size=self.block_size,
+            deterministic=deterministic,
+            channel_axis=self.channel_axis,
+        )
+
+
+# --- recurrent cells ----------------------------------------------------------------
+
+
+def _check_cell(owner: str, cell: Any) -> None:
+    """Raises a TypeError unless ``cell`` is an NNX recurrent cell instance."""
+    fix = "e.g. nnx.LSTMCell(in_features, hidden_features, rngs=rngs)"
+    if isinstance(cell, type):
+        raise TypeError(
+            f"dropoutx.{owner}: cell must be a Flax NNX recurrent cell instance, got the "
+            f"class {cell.__name__}; construct it first, {fix}."
+        )
+    if not isinstance(cell, nnx.Module):
+        framework = type(cell).__module__.split(".")
+        hint = (
+            " It is a Linen module: use dropoutx.linen instead."
+            if framework[:2] == ["flax", "linen"]
+            else ""
+        )
+        raise TypeError(
+            f"dropoutx.{owner}: cell must be a Flax NNX recurrent cell ({fix}, "
+            f"nnx.GRUCell or nnx.SimpleCell), got {type(cell).__name__} {cell!r:.80}.{hint}"
+        )
+    if not callable(getattr(type(cell), "initialize_carry", None)) or not hasattr(
+        type(cell), "num_feature_axes"
+    ):
+        raise TypeError(
+            f"dropoutx.{owner}: cell must be a Flax NNX recurrent cell, a module with "
+            f"initialize_carry and num_feature_axes such as nnx.RNNCellBase subclasses "
+            f"({fix}); got {type(cell).__name__}, which lacks them."
+        )
+
+
+def _map_hidden(owner: str, carry: Any, fn: Callable[[Any], Any]) -> Any:
+    """``carry`` with ``fn`` applied to its hidden state ``h``.
+
+    The carries of Flax's cells: an array ``h`` (GRU and simple cells) or a
+    pair ``(c, h)`` (the LSTM cells), whose ``c`` is left alone.
+    """
+    if isinstance(carry, tuple) and len(carry) == 2:
+        c, h = carry
+        return (c, fn(h))
+    if isinstance(carry, jax.Array):
+        return fn(carry)
+    raise TypeError(
+        f"dropoutx.{owner}: the cell's carry must be an array h (GRU, simple cells) or "
+        f"a pair (c, h) (LSTM cells), got {jax.tree.structure(carry)}."
+    )
+
+
+def _hidden(owner: str, carry: Any) -> Any:
+    """The hidden state ``h`` of a carry: the array itself, or the second of ``(c, h)``."""
+    if isinstance(carry, tuple) and len(carry) == 2:
+        return carry[1]
+    return _map_hidden(owner, carry, lambda h: h)  # the array itself, or the error
+
+
+class RecurrentDropoutCell(_Stochastic, nnx.RNNCellBase):
+    """Variational dropout for a recurrent cell: one mask per sequence (Gal & Ghahramani 2016).
+
+    Wraps a Flax NNX recurrent cell (:class:`flax.nnx.LSTMCell`,
+    :class:`~flax.nnx.OptimizedLSTMCell`, :class:`~flax.nnx.GRUCell`,
+    :class:`~flax.nnx.SimpleCell`, ...) for :class:`flax.nnx.RNN`. In
+    training mode each step computes
+
+        cell((c, inverted_dropout(k_h, h, recurrent_rate)),
+             inverted_dropout(k_x, x_t, input_rate))
+
+    with ``(k_x, k_h) = split(key)`` and the same ``key`` at every step of the
+    sequence, so each example (and unit) keeps ONE input mask and ONE
+    recurrent mask for the whole sequence, as in "A theoretically grounded
+    application of dropout in recurrent neural networks". The carry is
+    stored unmasked: the mask applies to ``h`` where the cell reads it, and
+    never to an LSTM's cell state ``c``. In inference mode the cell runs
+    unchanged. The masks come from :func:`dropoutx.inverted_dropout`. As in
+    :class:`dropoutx.linen.RecurrentDropoutCell`, a GRU also reads the masked
+    ``h`` in its update ``z * h``, and ``SimpleCell(residual=True)`` in its
+    residual.
+
+    **The key of a sequence.** The cell reads its key from its stream without
+    advancing it (the key the stream's next call would return), and advances
+    the stream in :meth:`initialize_carry`, which starts a sequence. So
+    inside ``nnx.RNN``, which carries the cell's state through its scan, the
+    key cannot change from one step to the next, and one mask per sequence
+    holds with either set-up:
+
+    - ``nnx.RNN(cell)``: ``nnx.RNN`` calls ``initialize_carry`` once per call,
+      so each call (each batch) gets new masks. If you pass
+      ``initial_carry=`` yourself, the masks carry on until the next
+      ``initialize_carry``, as for one long sequence fed in chunks.
+    - ``nnx.RNN(cell, broadcast_rngs="dropout")``: ``nnx.RNN`` splits the
+      stream once per call and broadcasts it, so each call gets new masks,
+      also with ``initial_carry=``. The cell's stream is tagged with
+      ``rng_collection`` (``"dropout"``) whatever stream it was forked from,
+      since NNX filters streams by tag: a stream of ``nnx.Rngs(0)`` is
+      tagged ``"default"`` and would not be matched otherwise.
+
+    Called by hand, step by step, every step reuses the masks until
+    ``initialize_carry`` is called; a key passed as ``rngs=`` at call time
+    is used as is (pass the same key at every step).
+
+    Args:
+      cell: the wrapped NNX recurrent cell (an instance).
+      input_rate: the probability of dropping an input unit, in ``[0, 1]``; a
+        Python number or a JAX scalar.
+      recurrent_rate: the probability of dropping a unit of ``h``, in ``[0,
+        1]``.
+      deterministic: if true, run the cell without dropout. ``model.train()``,
+        ``model.eval()`` and ``nnx.view`` set it.
+      rng_collection: the stream of an ``nnx.Rngs`` the cell's stream is
+        forked from, and that stream's tag.
+      rngs: an ``nnx.Rngs`` or ``nnx.RngStream``, as in :class:`Dropout`.
+
+    Raises:
+      TypeError: if ``cell`` is not an NNX recurrent cell instance.
+      ValueError: if a concrete rate is outside ``[0, 1]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from dropoutx import nnx as dxn
+      >>> rngs = nnx.Rngs(0)
+      >>> cell = dxn.RecurrentDropoutCell(
+      ...     nnx.LSTMCell(3, 16, rngs=rngs), input_rate=0.2, recurrent_rate=0.25, rngs=rngs)
+      >>> rnn = nnx.RNN(cell, broadcast_rngs="dropout")
+      >>> x = jnp.ones((4, 10, 3))  # (batch, time, features)
+      >>> y = rnn(x)  # training mode by default
+      >>> y.shape, y.dtype
+      ((4, 10, 16), dtype('float32'))
+      >>> rnn.eval()
+      >>> bool((rnn(x) == nnx.RNN(cell.cell)(x)).all())  # inference: the plain cell
+      True
+    """
+
+    def __init__(
+        self,
+        cell: nnx.Module,
+        *,
+        input_rate: ArrayLike = 0.0,
+        recurrent_rate: ArrayLike = 0.0,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ) -> None:
+        self.cell = cell
+        self.input_rate = input_rate
+        self.recurrent_rate = recurrent_rate
+        super().__init__(deterministic, rng_collection, rngs)
+        if self.rngs is not None:  # tagged rng_collection, for broadcast_rngs filters
+            self.rngs = nnx.data(nnx.RngStream(self.rngs.key[...], tag=rng_collection))
+
+    def _check(self) -> None:
+        owner = f"nnx.{type(self).__name__}"
+        _check_cell(owner, self.cell)
+        _validate.rate(f"{owner} (input_rate)", self.input_rate)
+        _validate.rate(f"{owner} (recurrent_rate)", self.recurrent_rate)
+
+    def _needs_random_bits(self) -> bool:
+        rates = (_concrete(self.input_rate), _concrete(self.recurrent_rate))
+        return any(rate not in (0.0, 1.0) for rate in rates)
+
+    def _draw_key(self, rngs: RngsLike | None) -> Any:
+        """The sequence's key: the stream's next key, read without advancing it."""
+        if rngs is None and self.rngs is not None:
+            return jax.random.fold_in(self.rngs.key[...], self.rngs.count[...])
+        return super()._draw_key(rngs)
+
+    def initialize_carry(
+        self,
+        input_shape: tuple[int, ...],
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+        carry_init: Any = None,
+    ) -> Any:
+        """The wrapped cell's initial carry; starts a sequence, so advances the stream.
+
+        Args:
+          input_shape: the shape of one step's input.
+          rngs: passed to the wrapped cell's ``initialize_carry``.
+          carry_init: passed on if given.
+
+        Returns:
+          The wrapped cell's initial carry.
+        """
+        options = {} if carry_init is None else {"carry_init": carry_init}
+        carry = self.cell.initialize_carry(input_shape, rngs, **options)  # type: ignore[attr-defined]
+        if self.rngs is not None and self.deterministic is not True:
+            self.rngs()  # the next sequence's key
+        return carry
+
+    @property
+    def num_feature_axes(self) -> int:
+        """The wrapped cell's number of feature axes."""
+        return int(self.cell.num_feature_axes)  # type: ignore[attr-defined]
+
+    def __call__(  # type: ignore[override]
+        self,
+        carry: Any,
+        inputs: ArrayLike,
+        *,
+        deterministic: bool | None = None,
+        rngs: RngsLike | None = None,
+    ) -> tuple[Any, Any]:
+        """One time step of the wrapped cell, with the sequence's masks applied.
+
+        Args:
+          carry: the carry, as the wrapped cell's ``initialize_carry`` makes it.
+          inputs: the inputs at this step.
+          deterministic: overrides the attribute if given.
+          rngs: a key (or ``nnx.Rngs`` / ``nnx.RngStream``, which advance) to
+            use instead of the cell's stream.
+
+        Returns:
+          The wrapped cell's ``(new_carry, output)``.
+        """
+        owner = f"nnx.{type(self).__name__}"
+        key, deterministic = self._resolve(deterministic, rngs)
+        input_key, recurrent_key = (None, None) if key is None else jax.random.split(key)
+        inputs = dx.inverted_dropout(
+            input_key, inputs, self.input_rate, deterministic=deterministic
+        )
+        read = _map_hidden(
+            owner,
+            carry,
+            lambda h: dx.inverted_dropout(
+                recurrent_key, h, self.recurrent_rate, deterministic=deterministic
+            ),
+        )
+        return self.cell(read, inputs)  # type: ignore[no-any-return]
+
+
+class ZoneoutCell(_Stochastic, nnx.RNNCellBase):
+    """Zoneout on a recurrent cell's carry (Krueger et al. 2017), a new mask at every step.
+
+    Wraps a Flax NNX recurrent cell for :class:`flax.nnx.RNN`. Each step runs
+    the cell, then in training mode each unit of each carry leaf keeps its
+    previous value with probability ``rate``,
+
+        new_carry = zoneout(k_leaf, carry, cell_carry, rate)   (leaf by leaf),
+
+    and in inference mode takes the expectation ``rate * carry + (1 - rate) *
+    cell_carry`` (:func:`dropoutx.zoneout`). An LSTM's ``c`` and ``h`` both
+    zone out, with independent masks and the same rate (the paper zones out
+    both, and also reports separate rates for ``c`` and ``h``). The output is
+    the zoned hidden state ``h`` (for every Flax cell the output is ``h``).
+
+    **RNG set-up.** The cell draws a new key from its stream at every step,
+    which is what ``nnx.RNN(cell)`` gives: it carries the cell's state, and
+    with it the stream's count, through its scan. Do not broadcast this
+    cell's stream (``broadcast_rngs`` matching its tag, the tag of the stream
+    it was forked from): every step would then reuse one mask, and the cell
+    cannot detect that from inside the scan. A :class:`RecurrentDropoutCell`
+    needs no ``broadcast_rngs``, so the two combine in a plain
+    ``nnx.RNN(ZoneoutCell(RecurrentDropoutCell(cell, ...), ...))``.
+
+    Args:
+      cell: the wrapped NNX recurrent cell (an instance).
+      rate: the probability that a unit keeps its previous value, in ``[0,
+        1]``; a Python number or a JAX scalar.
+      deterministic, rng_collection, rngs: as in :class:`Dropout`.
+
+    Raises:
+      TypeError: if ``cell`` is not an NNX recurrent cell instance.
+      ValueError: if a concrete ``rate`` is outside ``[0, 1]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from dropoutx import nnx as dxn
+      >>> rngs = nnx.Rngs(0)
+      >>> cell = dxn.ZoneoutCell(nnx.LSTMCell(3, 16, rngs=rngs), 0.1, rngs=rngs)
+      >>> rnn = nnx.RNN(cell)
+      >>> y = rnn(jnp.ones((4, 10, 3)))
+      >>> y.shape, y.dtype
+      ((4, 10, 16), dtype('float32'))
+    """
+
+    def __init__(
+        self,
+        cell: nnx.Module,
+        rate: ArrayLike,
+        *,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ) -> None:
+        self.cell = cell
+        self.rate = rate
+        super().__init__(deterministic, rng_collection, rngs)
+
+    def _check(self) -> None:
+        owner = f"nnx.{type(self).__name__}"
+        _check_cell(owner, self.cell)
+        _validate.rate(owner, self.rate)
+
+    def _needs_random_bits(self) -> bool:
+        # Only a concrete rate of 0 (the cell unchanged) needs no key.
+        return _concrete(self.rate) != 0.0
+
+    def initialize_carry(
+        self,
+        input_shape: tuple[int, ...],
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+        carry_init: Any = None,
+    ) -> Any:
+        """The wrapped cell's initial carry (see its ``initialize_carry``)."""
+        options = {} if carry_init is None else {"carry_init": carry_init}
+        return self.cell.initialize_carry(input_shape, rngs, **options)  # type: ignore[attr-defined]
+
+    @property
+    def num_feature_axes(self) -> int:
+        """The wrapped cell's number of feature axes."""
+        return int(self.cell.num_feature_axes)  # type: ignore[attr-defined]
+
+    def __call__(  # type: ignore[override]
+        self,
+        carry: Any,
+        inputs: ArrayLike,
+        *,
+        deterministic: bool | None = None,
+        rngs: RngsLike | None = None,
+    ) -> tuple[Any, Any]:
+        """One time step of the wrapped cell, then zoneout on its carry.
+
+        Args:
+          carry: the carry, as the wrapped cell's ``initialize_carry`` makes it.
+          inputs: the inputs at this step.
+          deterministic: overrides the attribute if given.
+          rngs: overrides the cell's stream if given (Rngs, RngStream or key).
+
+        Returns:
+          ``(new_carry, h)``, the zoned carry and its hidden state.
+        """
+        owner = f"nnx.{type(self).__name__}"
+        key, deterministic = self._resolve(deterministic, rngs)
+        cell_carry, _ = self.cell(carry, inputs)
+        old_leaves, treedef = jax.tree.flatten(carry)
+        new_leaves = jax.tree.leaves(cell_carry)
+        count = len(old_leaves)
+        keys = [None] * count if key is None else list(jax.random.split(key, count))
+        zoned = [
+            dx.zoneout(leaf_key, old, new, self.rate, deterministic=deterministic)
+            for leaf_key, old, new in zip(keys, old_leaves, new_leaves, strict=True)
+        ]
+        new_carry = jax.tree.unflatten(treedef, zoned)
+        return new_carry, _hidden(owner, new_carry)
