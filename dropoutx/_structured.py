@@ -104,7 +104,7 @@ def _drop_block_masked(
 
 
 def drop_block(
-    key: Any,
+    key: _validate.KeyLike | None,
     x: ArrayLike,
     rate: ArrayLike,
     *,
@@ -247,7 +247,7 @@ def _zoneout_expected(h_prev: jax.Array, h_new: jax.Array, rate: jax.Array) -> j
 
 
 def zoneout(
-    key: Any,
+    key: _validate.KeyLike | None,
     h_prev: ArrayLike,
     h_new: ArrayLike,
     rate: ArrayLike,
@@ -380,7 +380,7 @@ def _describe(tree: Any) -> str:
 
 
 def layer_drop(
-    key: Any,
+    key: _validate.KeyLike | None,
     fn: Callable[[Any], Any],
     x: Any,
     rate: ArrayLike,
