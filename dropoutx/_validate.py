@@ -393,6 +393,43 @@ def hidden_states(fn_name: str, h_prev: Any, h_new: Any) -> tuple[jax.Array, jax
     return h_prev, h_new
 
 
+def recurrent_cell(owner: str, cell: Any, *, framework: str, module_type: type, fix: str) -> None:
+    """Checks that ``cell`` is a recurrent cell instance of ``framework`` (Linen or NNX).
+
+    ``module_type`` is the framework's module class; ``fix`` shows how to
+    build a cell. A cell of the other framework gets a hint naming the module
+    to use instead.
+
+    Raises:
+      TypeError: if ``cell`` is a class, not a module of ``framework``, or a
+        module without ``initialize_carry`` and ``num_feature_axes``.
+    """
+    if isinstance(cell, type):
+        raise TypeError(
+            f"dropoutx.{owner}: cell must be a Flax {framework} recurrent cell instance, "
+            f"got the class {cell.__name__}; construct it first, {fix}."
+        )
+    if not isinstance(cell, module_type):
+        other, article = ("nnx", "an NNX") if framework == "Linen" else ("linen", "a Linen")
+        hint = (
+            f" It is {article} module: use dropoutx.{other} instead."
+            if type(cell).__module__.split(".")[:2] == ["flax", other]
+            else ""
+        )
+        raise TypeError(
+            f"dropoutx.{owner}: cell must be a Flax {framework} recurrent cell ({fix}), "
+            f"got {type(cell).__name__} {cell!r:.80}.{hint}"
+        )
+    if not callable(getattr(type(cell), "initialize_carry", None)) or not hasattr(
+        type(cell), "num_feature_axes"
+    ):
+        raise TypeError(
+            f"dropoutx.{owner}: cell must be a Flax {framework} recurrent cell, a module "
+            f"with initialize_carry and num_feature_axes such as RNNCellBase subclasses "
+            f"({fix}); got {type(cell).__name__}, which lacks them."
+        )
+
+
 def axis_names(fn_name: str, value: Any) -> tuple[str, ...]:
     """Checks a mesh axis name or a non-empty sequence of them."""
     names = (value,) if isinstance(value, str) else value

@@ -41,7 +41,7 @@ from flax.linen.dtypes import promote_dtype
 from jax.typing import ArrayLike
 
 import dropoutx as dx
-from dropoutx import _validate
+from dropoutx import _cells, _validate
 
 __all__ = (
     "AlphaDropout",
@@ -717,59 +717,6 @@ class DropBlock(_Stochastic):
 # --- recurrent cells ----------------------------------------------------------------
 
 
-def _check_cell(owner: str, cell: Any) -> None:
-    """Raises a TypeError unless ``cell`` is a Linen recurrent cell instance."""
-    fix = "e.g. nn.LSTMCell(features=64), nn.GRUCell(64) or nn.SimpleCell(64)"
-    if isinstance(cell, type):
-        raise TypeError(
-            f"dropoutx.{owner}: cell must be a Flax Linen recurrent cell instance, got "
-            f"the class {cell.__name__}; construct it first, {fix}."
-        )
-    if not isinstance(cell, nn.Module):
-        framework = type(cell).__module__.split(".")
-        hint = (
-            " It is an NNX module: use dropoutx.nnx instead."
-            if framework[:2] == ["flax", "nnx"]
-            else ""
-        )
-        raise TypeError(
-            f"dropoutx.{owner}: cell must be a Flax Linen recurrent cell ({fix}), got "
-            f"{type(cell).__name__} {cell!r:.80}.{hint}"
-        )
-    if not (callable(getattr(type(cell), "initialize_carry", None))) or not hasattr(
-        type(cell), "num_feature_axes"
-    ):
-        raise TypeError(
-            f"dropoutx.{owner}: cell must be a Flax Linen recurrent cell, a module with "
-            f"initialize_carry and num_feature_axes such as nn.RNNCellBase subclasses "
-            f"({fix}); got {type(cell).__name__}, which lacks them."
-        )
-
-
-def _map_hidden(owner: str, carry: Any, fn: Callable[[Any], Any]) -> Any:
-    """``carry`` with ``fn`` applied to its hidden state ``h``.
-
-    The carries of Flax's cells: an array ``h`` (GRU, MGU, simple cells) or a
-    pair ``(c, h)`` (the LSTM cells), whose ``c`` is left alone.
-    """
-    if isinstance(carry, tuple) and len(carry) == 2:
-        c, h = carry
-        return (c, fn(h))
-    if isinstance(carry, jax.Array):
-        return fn(carry)
-    raise TypeError(
-        f"dropoutx.{owner}: the cell's carry must be an array h (GRU, simple cells) or "
-        f"a pair (c, h) (LSTM cells), got {jax.tree.structure(carry)}."
-    )
-
-
-def _hidden(owner: str, carry: Any) -> Any:
-    """The hidden state ``h`` of a carry: the array itself, or the second of ``(c, h)``."""
-    if isinstance(carry, tuple) and len(carry) == 2:
-        return carry[1]
-    return _map_hidden(owner, carry, lambda h: h)  # the array itself, or the error
-
-
 def _enclosing_rnn_split(collection: str) -> tuple[nn.RNN | None, bool | None]:
     """The innermost running :class:`flax.linen.RNN` and how it treats ``collection``.
 
@@ -789,7 +736,85 @@ def _enclosing_rnn_split(collection: str) -> tuple[nn.RNN | None, bool | None]:
     return None, None
 
 
-class RecurrentDropoutCell(_Stochastic, nn.RNNCellBase):
+class _WrappedCell(_Stochastic, nn.RNNCellBase):
+    """The base of the recurrent-cell wrappers: a Flax cell, the key it needs, one step.
+
+    A subclass declares ``cell`` and its rates as fields, names them in
+    ``_rate_fields``, says in ``_split_over_time`` whether ``nn.RNN`` must
+    split its rng collection over time (a new key each step) or broadcast it
+    (one key per sequence), and supplies :meth:`_step`, which calls a function
+    of ``_cells``.
+    """
+
+    cell: nn.Module
+    _rate_fields: ClassVar[tuple[str, ...]]
+    _split_over_time: ClassVar[bool]
+    _key_need: ClassVar[str]  # what the key is for, in the enclosing-nn.RNN error
+
+    @nn.nowrap
+    def _check(self) -> None:
+        owner = f"linen.{type(self).__name__}"
+        fix = "e.g. nn.LSTMCell(features=64), nn.GRUCell(64) or nn.SimpleCell(64)"
+        _validate.recurrent_cell(
+            owner, self.cell, framework="Linen", module_type=nn.Module, fix=fix
+        )
+        for field in self._rate_fields:
+            _validate.rate(owner if field == "rate" else f"{owner} ({field})", getattr(self, field))
+
+    def _draw_key(self, rng: Any) -> Any:
+        """As the base's, after checking how an enclosing ``nn.RNN`` passes the key in."""
+        if rng is None:
+            rnn, split = _enclosing_rnn_split(self.rng_collection)
+            if rnn is not None and split is not self._split_over_time:
+                if split is None:
+                    problem = "does not pass it into the scan, so the cell has no key"
+                elif split:
+                    problem = "splits it, so every time step would draw a new mask (naive dropout)"
+                else:
+                    problem = "broadcasts it, so every time step would reuse one mask"
+                collection = self.rng_collection
+                raise ValueError(
+                    f"{self._owner()}: {self._key_need.format(collection=repr(collection))}, "
+                    f"but the enclosing nn.RNN's split_rngs={dict(rnn.split_rngs)!r} "
+                    f"{problem}. Use nn.RNN(cell, split_rngs={{'params': False, "
+                    f"{collection!r}: {self._split_over_time}}})."
+                )
+        return super()._draw_key(rng)
+
+    @nn.nowrap
+    def initialize_carry(self, rng: Any, input_shape: tuple[int, ...]) -> Any:
+        """The wrapped cell's initial carry (see its ``initialize_carry``)."""
+        return self.cell.initialize_carry(rng, input_shape)  # type: ignore[attr-defined]
+
+    @property
+    def num_feature_axes(self) -> int:
+        """The wrapped cell's number of feature axes."""
+        return int(self.cell.num_feature_axes)  # type: ignore[attr-defined]
+
+    def _step(self, carry: Any, inputs: ArrayLike, key: Any, deterministic: bool) -> Any:
+        raise NotImplementedError
+
+    @nn.compact
+    def __call__(  # type: ignore[override]
+        self, carry: Any, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
+    ) -> tuple[Any, Any]:
+        """One time step of the wrapped cell, with dropout (see the class docstring).
+
+        Args:
+          carry: the carry, as the wrapped cell's ``initialize_carry`` makes it.
+          inputs: the inputs at this step.
+          deterministic: as in :class:`Dropout`; ``nn.RNN`` does not pass it,
+            so set the field instead.
+          rng: a key to use instead of ``make_rng(rng_collection)``.
+
+        Returns:
+          ``(new_carry, output)``; the output is the new hidden state ``h``.
+        """
+        key, deterministic = self._resolve(deterministic, rng)
+        return self._step(carry, inputs, key, deterministic)  # type: ignore[no-any-return]
+
+
+class RecurrentDropoutCell(_WrappedCell):
     """Variational dropout for a recurrent cell: one mask per sequence (Gal & Ghahramani 2016).
 
     Wraps a Flax recurrent cell (:class:`flax.linen.LSTMCell`,
@@ -873,81 +898,28 @@ class RecurrentDropoutCell(_Stochastic, nn.RNNCellBase):
     recurrent_rate: ArrayLike = 0.0
     deterministic: bool | None = None
     rng_collection: str = "dropout"
-
-    @nn.nowrap
-    def _check(self) -> None:
-        owner = f"linen.{type(self).__name__}"
-        _check_cell(owner, self.cell)
-        _validate.rate(f"{owner} (input_rate)", self.input_rate)
-        _validate.rate(f"{owner} (recurrent_rate)", self.recurrent_rate)
+    _rate_fields = ("input_rate", "recurrent_rate")
+    _split_over_time = False
+    _key_need = "variational dropout needs one {collection} key per sequence"
 
     def _needs_random_bits(self) -> bool:
         rates = (_concrete(self.input_rate), _concrete(self.recurrent_rate))
         return any(rate not in (0.0, 1.0) for rate in rates)
 
-    def _draw_key(self, rng: Any) -> Any:
-        """As the base's, after checking that an enclosing ``nn.RNN`` broadcasts the key."""
-        if rng is None:
-            rnn, split = _enclosing_rnn_split(self.rng_collection)
-            if rnn is not None and split is not False:
-                problem = (
-                    "splits it, so every time step would draw a new mask (naive dropout)"
-                    if split
-                    else "does not pass it into the scan, so the cell has no key"
-                )
-                raise ValueError(
-                    f"{self._owner()}: variational dropout needs one "
-                    f"{self.rng_collection!r} key per sequence, but the enclosing "
-                    f"nn.RNN's split_rngs={dict(rnn.split_rngs)!r} {problem}. Use "
-                    f"nn.RNN(cell, split_rngs={{'params': False, "
-                    f"{self.rng_collection!r}: False}})."
-                )
-        return super()._draw_key(rng)
-
-    @nn.nowrap
-    def initialize_carry(self, rng: Any, input_shape: tuple[int, ...]) -> Any:
-        """The wrapped cell's initial carry (see its ``initialize_carry``)."""
-        return self.cell.initialize_carry(rng, input_shape)  # type: ignore[attr-defined]
-
-    @property
-    def num_feature_axes(self) -> int:
-        """The wrapped cell's number of feature axes."""
-        return int(self.cell.num_feature_axes)  # type: ignore[attr-defined]
-
-    @nn.compact
-    def __call__(  # type: ignore[override]
-        self, carry: Any, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
-    ) -> tuple[Any, Any]:
-        """One time step of the wrapped cell, with the sequence's masks applied.
-
-        Args:
-          carry: the carry, as the wrapped cell's ``initialize_carry`` makes it.
-          inputs: the inputs at this step.
-          deterministic: as in :class:`Dropout`; ``nn.RNN`` does not pass it,
-            so set the field instead.
-          rng: a key to use instead of ``make_rng(rng_collection)``; pass the
-            same key at every step of a sequence.
-
-        Returns:
-          The wrapped cell's ``(new_carry, output)``.
-        """
-        owner = f"linen.{type(self).__name__}"
-        key, deterministic = self._resolve(deterministic, rng)
-        input_key, recurrent_key = (None, None) if key is None else jax.random.split(key)
-        inputs = dx.inverted_dropout(
-            input_key, inputs, self.input_rate, deterministic=deterministic
-        )
-        read = _map_hidden(
-            owner,
+    def _step(self, carry: Any, inputs: ArrayLike, key: Any, deterministic: bool) -> Any:
+        return _cells.variational_step(
+            f"linen.{type(self).__name__}",
+            self.cell,
             carry,
-            lambda h: dx.inverted_dropout(
-                recurrent_key, h, self.recurrent_rate, deterministic=deterministic
-            ),
+            inputs,
+            key,
+            self.input_rate,
+            self.recurrent_rate,
+            deterministic,
         )
-        return self.cell(read, inputs)  # type: ignore[no-any-return]
 
 
-class ZoneoutCell(_Stochastic, nn.RNNCellBase):
+class ZoneoutCell(_WrappedCell):
     """Zoneout on a recurrent cell's carry (Krueger et al. 2017), a new mask at every step.
 
     Wraps a Flax recurrent cell for :class:`flax.linen.RNN`. Each step runs
@@ -1000,76 +972,14 @@ class ZoneoutCell(_Stochastic, nn.RNNCellBase):
     rate: ArrayLike
     deterministic: bool | None = None
     rng_collection: str = "dropout"
-
-    @nn.nowrap
-    def _check(self) -> None:
-        owner = f"linen.{type(self).__name__}"
-        _check_cell(owner, self.cell)
-        _validate.rate(owner, self.rate)
+    _rate_fields = ("rate",)
+    _split_over_time = True
+    _key_need = "zoneout needs a new {collection} key at every step"
 
     def _needs_random_bits(self) -> bool:
         # Only a concrete rate of 0 (the cell unchanged) needs no key.
         return _concrete(self.rate) != 0.0
 
-    def _draw_key(self, rng: Any) -> Any:
-        """As the base's, after checking that an enclosing ``nn.RNN`` splits the key."""
-        if rng is None:
-            rnn, split = _enclosing_rnn_split(self.rng_collection)
-            if rnn is not None and split is not True:
-                problem = (
-                    "broadcasts it, so every time step would reuse one mask"
-                    if split is False
-                    else "does not pass it into the scan, so the cell has no key"
-                )
-                raise ValueError(
-                    f"{self._owner()}: zoneout needs a new {self.rng_collection!r} key "
-                    f"at every step, but the enclosing nn.RNN's split_rngs="
-                    f"{dict(rnn.split_rngs)!r} {problem}. Use nn.RNN(cell, "
-                    f"split_rngs={{'params': False, {self.rng_collection!r}: True}}) "
-                    f"(with a RecurrentDropoutCell, give the zoneout cell its own "
-                    f"rng_collection)."
-                )
-        return super()._draw_key(rng)
-
-    @nn.nowrap
-    def initialize_carry(self, rng: Any, input_shape: tuple[int, ...]) -> Any:
-        """The wrapped cell's initial carry (see its ``initialize_carry``)."""
-        return self.cell.initialize_carry(rng, input_shape)  # type: ignore[attr-defined]
-
-    @property
-    def num_feature_axes(self) -> int:
-        """The wrapped cell's number of feature axes."""
-        return int(self.cell.num_feature_axes)  # type: ignore[attr-defined]
-
-    @nn.compact
-    def __call__(  # type: ignore[override]
-        self, carry: Any, inputs: ArrayLike, deterministic: bool | None = None, rng: Any = None
-    ) -> tuple[Any, Any]:
-        """One time step of the wrapped cell, then zoneout on its carry.
-
-        Args:
-          carry: the carry, as the wrapped cell's ``initialize_carry`` makes it.
-          inputs: the inputs at this step.
-          deterministic: as in :class:`Dropout`; ``nn.RNN`` does not pass it,
-            so set the field instead.
-          rng: a key to use instead of ``make_rng(rng_collection)``.
-
-        Returns:
-          ``(new_carry, h)``, the zoned carry and its hidden state.
-        """
+    def _step(self, carry: Any, inputs: ArrayLike, key: Any, deterministic: bool) -> Any:
         owner = f"linen.{type(self).__name__}"
-        key, deterministic = self._resolve(deterministic, rng)
-        cell_carry, _ = self.cell(carry, inputs)
-        old_leaves, treedef = jax.tree.flatten(carry)
-        new_leaves = jax.tree.leaves(cell_carry)
-        keys = (
-            [None] * len(old_leaves)
-            if key is None
-            else list(jax.random.split(key, len(old_leaves)))
-        )
-        zoned = [
-            dx.zoneout(leaf_key, old, new, self.rate, deterministic=deterministic)
-            for leaf_key, old, new in zip(keys, old_leaves, new_leaves, strict=True)
-        ]
-        new_carry = jax.tree.unflatten(treedef, zoned)
-        return new_carry, _hidden(owner, new_carry)
+        return _cells.zoneout_step(owner, self.cell, carry, inputs, key, self.rate, deterministic)

@@ -40,7 +40,7 @@ from flax.nnx.nn.dtypes import promote_dtype
 from jax.typing import ArrayLike
 
 import dropoutx as dx
-from dropoutx import _validate
+from dropoutx import _cells, _validate
 
 __all__ = (
     "AlphaDropout",
@@ -867,60 +867,91 @@ class DropBlock(_Stochastic):
 # --- recurrent cells ----------------------------------------------------------------
 
 
-def _check_cell(owner: str, cell: Any) -> None:
-    """Raises a TypeError unless ``cell`` is an NNX recurrent cell instance."""
-    fix = "e.g. nnx.LSTMCell(in_features, hidden_features, rngs=rngs)"
-    if isinstance(cell, type):
-        raise TypeError(
-            f"dropoutx.{owner}: cell must be a Flax NNX recurrent cell instance, got the "
-            f"class {cell.__name__}; construct it first, {fix}."
-        )
-    if not isinstance(cell, nnx.Module):
-        framework = type(cell).__module__.split(".")
-        hint = (
-            " It is a Linen module: use dropoutx.linen instead."
-            if framework[:2] == ["flax", "linen"]
-            else ""
-        )
-        raise TypeError(
-            f"dropoutx.{owner}: cell must be a Flax NNX recurrent cell ({fix}, "
-            f"nnx.GRUCell or nnx.SimpleCell), got {type(cell).__name__} {cell!r:.80}.{hint}"
-        )
-    if not callable(getattr(type(cell), "initialize_carry", None)) or not hasattr(
-        type(cell), "num_feature_axes"
-    ):
-        raise TypeError(
-            f"dropoutx.{owner}: cell must be a Flax NNX recurrent cell, a module with "
-            f"initialize_carry and num_feature_axes such as nnx.RNNCellBase subclasses "
-            f"({fix}); got {type(cell).__name__}, which lacks them."
-        )
+class _WrappedCell(_Stochastic, nnx.RNNCellBase):
+    """The base of the recurrent-cell wrappers: a Flax cell, the key it needs, one step.
 
-
-def _map_hidden(owner: str, carry: Any, fn: Callable[[Any], Any]) -> Any:
-    """``carry`` with ``fn`` applied to its hidden state ``h``.
-
-    The carries of Flax's cells: an array ``h`` (GRU and simple cells) or a
-    pair ``(c, h)`` (the LSTM cells), whose ``c`` is left alone.
+    A subclass sets its rates before calling this ``__init__``, names them in
+    ``_rate_fields``, and supplies :meth:`_step`, which calls a function of
+    ``_cells``; it may override :meth:`_start_sequence`, which
+    :meth:`initialize_carry` calls.
     """
-    if isinstance(carry, tuple) and len(carry) == 2:
-        c, h = carry
-        return (c, fn(h))
-    if isinstance(carry, jax.Array):
-        return fn(carry)
-    raise TypeError(
-        f"dropoutx.{owner}: the cell's carry must be an array h (GRU, simple cells) or "
-        f"a pair (c, h) (LSTM cells), got {jax.tree.structure(carry)}."
-    )
+
+    _rate_fields: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        cell: nnx.Module,
+        deterministic: bool | None,
+        rng_collection: str,
+        rngs: nnx.Rngs | nnx.RngStream | None,
+    ) -> None:
+        self.cell = cell
+        super().__init__(deterministic, rng_collection, rngs)
+
+    def _check(self) -> None:
+        owner = f"nnx.{type(self).__name__}"
+        fix = "e.g. nnx.LSTMCell(in_features, hidden_features, rngs=rngs)"
+        _validate.recurrent_cell(owner, self.cell, framework="NNX", module_type=nnx.Module, fix=fix)
+        for field in self._rate_fields:
+            _validate.rate(owner if field == "rate" else f"{owner} ({field})", getattr(self, field))
+
+    def _start_sequence(self) -> None:
+        """Called by :meth:`initialize_carry`; nothing by default."""
+
+    def initialize_carry(
+        self,
+        input_shape: tuple[int, ...],
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+        carry_init: Any = None,
+    ) -> Any:
+        """The wrapped cell's initial carry; starts a sequence.
+
+        Args:
+          input_shape: the shape of one step's input.
+          rngs: passed to the wrapped cell's ``initialize_carry``.
+          carry_init: passed on if given.
+
+        Returns:
+          The wrapped cell's initial carry.
+        """
+        options = {} if carry_init is None else {"carry_init": carry_init}
+        carry = self.cell.initialize_carry(input_shape, rngs, **options)  # type: ignore[attr-defined]
+        self._start_sequence()
+        return carry
+
+    @property
+    def num_feature_axes(self) -> int:
+        """The wrapped cell's number of feature axes."""
+        return int(self.cell.num_feature_axes)  # type: ignore[attr-defined]
+
+    def _step(self, carry: Any, inputs: ArrayLike, key: Any, deterministic: bool) -> Any:
+        raise NotImplementedError
+
+    def __call__(  # type: ignore[override]
+        self,
+        carry: Any,
+        inputs: ArrayLike,
+        *,
+        deterministic: bool | None = None,
+        rngs: RngsLike | None = None,
+    ) -> tuple[Any, Any]:
+        """One time step of the wrapped cell, with dropout (see the class docstring).
+
+        Args:
+          carry: the carry, as the wrapped cell's ``initialize_carry`` makes it.
+          inputs: the inputs at this step.
+          deterministic: overrides the attribute if given.
+          rngs: a key (or ``nnx.Rngs`` / ``nnx.RngStream``, which advance) to
+            use instead of the cell's stream.
+
+        Returns:
+          ``(new_carry, output)``; the output is the new hidden state ``h``.
+        """
+        key, deterministic = self._resolve(deterministic, rngs)
+        return self._step(carry, inputs, key, deterministic)  # type: ignore[no-any-return]
 
 
-def _hidden(owner: str, carry: Any) -> Any:
-    """The hidden state ``h`` of a carry: the array itself, or the second of ``(c, h)``."""
-    if isinstance(carry, tuple) and len(carry) == 2:
-        return carry[1]
-    return _map_hidden(owner, carry, lambda h: h)  # the array itself, or the error
-
-
-class RecurrentDropoutCell(_Stochastic, nnx.RNNCellBase):
+class RecurrentDropoutCell(_WrappedCell):
     """Variational dropout for a recurrent cell: one mask per sequence (Gal & Ghahramani 2016).
 
     Wraps a Flax NNX recurrent cell (:class:`flax.nnx.LSTMCell`,
@@ -997,6 +1028,8 @@ class RecurrentDropoutCell(_Stochastic, nnx.RNNCellBase):
       True
     """
 
+    _rate_fields = ("input_rate", "recurrent_rate")
+
     def __init__(
         self,
         cell: nnx.Module,
@@ -1007,18 +1040,11 @@ class RecurrentDropoutCell(_Stochastic, nnx.RNNCellBase):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs | nnx.RngStream | None = None,
     ) -> None:
-        self.cell = cell
         self.input_rate = input_rate
         self.recurrent_rate = recurrent_rate
-        super().__init__(deterministic, rng_collection, rngs)
+        super().__init__(cell, deterministic, rng_collection, rngs)
         if self.rngs is not None:  # tagged rng_collection, for broadcast_rngs filters
             self.rngs = nnx.data(nnx.RngStream(self.rngs.key[...], tag=rng_collection))
-
-    def _check(self) -> None:
-        owner = f"nnx.{type(self).__name__}"
-        _check_cell(owner, self.cell)
-        _validate.rate(f"{owner} (input_rate)", self.input_rate)
-        _validate.rate(f"{owner} (recurrent_rate)", self.recurrent_rate)
 
     def _needs_random_bits(self) -> bool:
         rates = (_concrete(self.input_rate), _concrete(self.recurrent_rate))
@@ -1030,70 +1056,25 @@ class RecurrentDropoutCell(_Stochastic, nnx.RNNCellBase):
             return jax.random.fold_in(self.rngs.key[...], self.rngs.count[...])
         return super()._draw_key(rngs)
 
-    def initialize_carry(
-        self,
-        input_shape: tuple[int, ...],
-        rngs: nnx.Rngs | nnx.RngStream | None = None,
-        carry_init: Any = None,
-    ) -> Any:
-        """The wrapped cell's initial carry; starts a sequence, so advances the stream.
-
-        Args:
-          input_shape: the shape of one step's input.
-          rngs: passed to the wrapped cell's ``initialize_carry``.
-          carry_init: passed on if given.
-
-        Returns:
-          The wrapped cell's initial carry.
-        """
-        options = {} if carry_init is None else {"carry_init": carry_init}
-        carry = self.cell.initialize_carry(input_shape, rngs, **options)  # type: ignore[attr-defined]
+    def _start_sequence(self) -> None:
+        """Advances the stream, so the next sequence reads a new key."""
         if self.rngs is not None and self.deterministic is not True:
-            self.rngs()  # the next sequence's key
-        return carry
+            self.rngs()
 
-    @property
-    def num_feature_axes(self) -> int:
-        """The wrapped cell's number of feature axes."""
-        return int(self.cell.num_feature_axes)  # type: ignore[attr-defined]
-
-    def __call__(  # type: ignore[override]
-        self,
-        carry: Any,
-        inputs: ArrayLike,
-        *,
-        deterministic: bool | None = None,
-        rngs: RngsLike | None = None,
-    ) -> tuple[Any, Any]:
-        """One time step of the wrapped cell, with the sequence's masks applied.
-
-        Args:
-          carry: the carry, as the wrapped cell's ``initialize_carry`` makes it.
-          inputs: the inputs at this step.
-          deterministic: overrides the attribute if given.
-          rngs: a key (or ``nnx.Rngs`` / ``nnx.RngStream``, which advance) to
-            use instead of the cell's stream.
-
-        Returns:
-          The wrapped cell's ``(new_carry, output)``.
-        """
-        owner = f"nnx.{type(self).__name__}"
-        key, deterministic = self._resolve(deterministic, rngs)
-        input_key, recurrent_key = (None, None) if key is None else jax.random.split(key)
-        inputs = dx.inverted_dropout(
-            input_key, inputs, self.input_rate, deterministic=deterministic
-        )
-        read = _map_hidden(
-            owner,
+    def _step(self, carry: Any, inputs: ArrayLike, key: Any, deterministic: bool) -> Any:
+        return _cells.variational_step(
+            f"nnx.{type(self).__name__}",
+            self.cell,  # type: ignore[arg-type]
             carry,
-            lambda h: dx.inverted_dropout(
-                recurrent_key, h, self.recurrent_rate, deterministic=deterministic
-            ),
+            inputs,
+            key,
+            self.input_rate,
+            self.recurrent_rate,
+            deterministic,
         )
-        return self.cell(read, inputs)  # type: ignore[no-any-return]
 
 
-class ZoneoutCell(_Stochastic, nnx.RNNCellBase):
+class ZoneoutCell(_WrappedCell):
     """Zoneout on a recurrent cell's carry (Krueger et al. 2017), a new mask at every step.
 
     Wraps a Flax NNX recurrent cell for :class:`flax.nnx.RNN`. Each step runs
@@ -1139,6 +1120,8 @@ class ZoneoutCell(_Stochastic, nnx.RNNCellBase):
       ((4, 10, 16), dtype('float32'))
     """
 
+    _rate_fields = ("rate",)
+
     def __init__(
         self,
         cell: nnx.Module,
@@ -1148,63 +1131,21 @@ class ZoneoutCell(_Stochastic, nnx.RNNCellBase):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs | nnx.RngStream | None = None,
     ) -> None:
-        self.cell = cell
         self.rate = rate
-        super().__init__(deterministic, rng_collection, rngs)
-
-    def _check(self) -> None:
-        owner = f"nnx.{type(self).__name__}"
-        _check_cell(owner, self.cell)
-        _validate.rate(owner, self.rate)
+        super().__init__(cell, deterministic, rng_collection, rngs)
 
     def _needs_random_bits(self) -> bool:
         # Only a concrete rate of 0 (the cell unchanged) needs no key.
         return _concrete(self.rate) != 0.0
 
-    def initialize_carry(
-        self,
-        input_shape: tuple[int, ...],
-        rngs: nnx.Rngs | nnx.RngStream | None = None,
-        carry_init: Any = None,
-    ) -> Any:
-        """The wrapped cell's initial carry (see its ``initialize_carry``)."""
-        options = {} if carry_init is None else {"carry_init": carry_init}
-        return self.cell.initialize_carry(input_shape, rngs, **options)  # type: ignore[attr-defined]
-
-    @property
-    def num_feature_axes(self) -> int:
-        """The wrapped cell's number of feature axes."""
-        return int(self.cell.num_feature_axes)  # type: ignore[attr-defined]
-
-    def __call__(  # type: ignore[override]
-        self,
-        carry: Any,
-        inputs: ArrayLike,
-        *,
-        deterministic: bool | None = None,
-        rngs: RngsLike | None = None,
-    ) -> tuple[Any, Any]:
-        """One time step of the wrapped cell, then zoneout on its carry.
-
-        Args:
-          carry: the carry, as the wrapped cell's ``initialize_carry`` makes it.
-          inputs: the inputs at this step.
-          deterministic: overrides the attribute if given.
-          rngs: overrides the cell's stream if given (Rngs, RngStream or key).
-
-        Returns:
-          ``(new_carry, h)``, the zoned carry and its hidden state.
-        """
+    def _step(self, carry: Any, inputs: ArrayLike, key: Any, deterministic: bool) -> Any:
         owner = f"nnx.{type(self).__name__}"
-        key, deterministic = self._resolve(deterministic, rngs)
-        cell_carry, _ = self.cell(carry, inputs)
-        old_leaves, treedef = jax.tree.flatten(carry)
-        new_leaves = jax.tree.leaves(cell_carry)
-        count = len(old_leaves)
-        keys = [None] * count if key is None else list(jax.random.split(key, count))
-        zoned = [
-            dx.zoneout(leaf_key, old, new, self.rate, deterministic=deterministic)
-            for leaf_key, old, new in zip(keys, old_leaves, new_leaves, strict=True)
-        ]
-        new_carry = jax.tree.unflatten(treedef, zoned)
-        return new_carry, _hidden(owner, new_carry)
+        return _cells.zoneout_step(
+            owner,
+            self.cell,  # type: ignore[arg-type]
+            carry,
+            inputs,
+            key,
+            self.rate,
+            deterministic,
+        )
