@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import functools
 import importlib
+import math
 import os
 import platform
 import statistics
@@ -56,6 +57,7 @@ from flax import nnx
 from jax._src.ad_checkpoint import saved_residuals
 
 import dropoutx as dx
+from dropoutx import _random
 
 RATE = 0.5
 SCAN_LAYERS = 8
@@ -66,6 +68,7 @@ LINEN = "flax.linen.Dropout"
 NNX = "flax.nnx.Dropout"
 BERNOULLI = "bernoulli + where"
 TORCH = "torch F.dropout (eager)"
+PREVIOUS = "previous generator (1 block/element)"
 
 MODES = ("forward", "gradient", "vjp")
 MODE_TITLES = {
@@ -152,11 +155,25 @@ def jax_layers(rate: float) -> dict[str, Layer]:
     ``bernoulli + where`` is the code both Flax modules run.
     """
     keep_prob = 1.0 - rate
+    previous_threshold = np.uint32(math.floor(np.float32(rate) * 2**32))
+
+    def previous(key: jax.Array, x: jax.Array) -> jax.Array:
+        # dropoutx's mask before issue 11: one Threefry-2x32 block per element
+        # (the fused per-element hash the noise still uses), a 32-bit
+        # threshold, and the same rounding and jax.checkpoint as today.
+        def apply(key: jax.Array, x: jax.Array) -> jax.Array:
+            kept = _random.random_bits(key, x.shape) >= previous_threshold
+            scaled = (x.astype(jnp.float32) / np.float32(keep_prob)).astype(x.dtype)
+            return jnp.where(kept, scaled, jnp.zeros((), x.dtype))
+
+        return jax.checkpoint(apply)(key, x)
+
     linen_module = nn.Dropout(rate, deterministic=False)
     nnx_module = nnx.Dropout(rate, deterministic=False)
     return {
         FLOOR: lambda key, x: x * 2,
         DROPOUTX: lambda key, x: dx.dropout(key, x, rate),
+        PREVIOUS: previous,
         LINEN: lambda key, x: linen_module.apply({}, x, rngs={"dropout": key}),
         NNX: lambda key, x: nnx_module(x, rngs=key),
         BERNOULLI: lambda key, x: jnp.where(
@@ -369,6 +386,17 @@ def check_targets(
 
     forward_speedup = ms("forward", LINEN) / ms("forward", DROPOUTX)
     forward_vs_floor = ms("forward", DROPOUTX) / ms("forward", FLOOR)
+    over_floor = {
+        dtype: (
+            find(timings, mode="forward", method=method, shape=config.target_shape, dtype=dtype).ms
+            - find(timings, mode="forward", method=FLOOR, shape=config.target_shape, dtype=dtype).ms
+            for method in (PREVIOUS, DROPOUTX)
+        )
+        for dtype in ("float32", "bfloat16")
+    }
+    generator_gain = {
+        dtype: previous / max(current, 1e-9) for dtype, (previous, current) in over_floor.items()
+    }
     gradient_speedup = ms("gradient", LINEN) / ms("gradient", DROPOUTX)
     worst_residual = max(
         (r for r in residuals if r.method == DROPOUTX), key=lambda r: r.bytes_per_element
@@ -390,6 +418,12 @@ def check_targets(
             f"forward within 2.5x of the copy floor ({label})",
             forward_vs_floor <= 2.5,
             f"{forward_vs_floor:.2f}x the floor",
+        ),
+        Check(
+            "mask generation (forward time above the copy floor) >= 4x cheaper than the "
+            f"previous generator ({list(config.target_shape)}, float32 and bfloat16)",
+            min(generator_gain.values()) >= 4,
+            ", ".join(f"{dtype} {gain:.2f}x" for dtype, gain in generator_gain.items()),
         ),
         Check(
             f"gradient >= 5x faster than {LINEN} ({label})",

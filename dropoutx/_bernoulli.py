@@ -107,14 +107,12 @@ def inverted_dropout(
     ``mask ~ Bernoulli(1 - rate)``, so ``E[y] = x``; at inference ``y = x``.
     This is the dropout of Flax, Keras and PyTorch.
 
-    The mask keeps a unit when the threefry bits ``jax.random.bits(key,
-    shape)`` are at least ``floor(rate * 2**32)``, so the drop probability
-    equals the float32 rate to within ``2**-32``. (The bits equal
-    ``jax.random.bits`` under ``jax_threefry_partitionable=True``, JAX's
-    default; the mask itself does not depend on that flag.) The scale is
-    computed in float32 (float64 for float64 input) and rounded once, so a
-    kept value equals ``(x.astype(float32) / (1 - rate)).astype(x.dtype)``
-    exactly. That rounding can overflow: in float16 a kept value beyond
+    The mask is :func:`keep_mask`: each unit compares 16 random bits with
+    ``round(rate * 2**16)``, so the drop probability is within ``2**-17`` of
+    the float32 rate and ``E[y] = x`` holds to a relative ``2**-17 / (1 -
+    rate)``. The scale is computed in float32 (float64 for float64 input) and
+    rounded once, so a kept value equals ``(x.astype(float32) / (1 -
+    rate)).astype(x.dtype)`` exactly. That rounding can overflow: in float16 a kept value beyond
     ``65504 * (1 - rate)`` becomes inf (65504 at rate 0.5 gives inf), as the
     formula and Flax's dropout give; use bfloat16 or float32 for activations
     that large.
@@ -482,14 +480,23 @@ def keep_mask(
 ) -> jax.Array:
     """The boolean mask the Bernoulli transforms use: ``True`` means kept.
 
-    ``P(True) = 1 - rate`` for each position, shared along ``broadcast_dims``.
-    For the same key, shape, rate and ``broadcast_dims`` it is exactly the mask
-    that :func:`inverted_dropout` and :func:`vanilla_dropout` apply, and it
-    equals ``jax.random.bits(key, mask_shape) >= floor(rate * 2**32)``
-    broadcast to ``shape``, where ``mask_shape`` is ``shape`` with the
-    broadcast axes set to 1 (for threefry keys, under
-    ``jax_threefry_partitionable=True``, JAX's default; the mask itself does
-    not depend on that flag, only ``jax.random.bits`` does).
+    ``P(True) = 1 - round(rate * 2**16) / 2**16`` for each position, within
+    ``2**-17`` of ``1 - rate``, shared along ``broadcast_dims``. For the same
+    key, shape, rate and ``broadcast_dims`` it is exactly the mask that
+    :func:`inverted_dropout` and :func:`vanilla_dropout` apply.
+
+    How it is drawn: let ``mask_shape`` be ``shape`` with the broadcast axes
+    removed, and its other axes of length 1 too; ``row`` is the row-major
+    index of a position over all axes of ``mask_shape`` but the last, and
+    ``c`` its index along the last. The position takes the 16-bit
+    lane ``c % 4`` of the Threefry-2x32 block (Salmon et al. 2011, 20 rounds,
+    as ``jax.random``) of the 64-bit counter ``(row, c // 4)`` under ``key``,
+    and is kept if that lane is at least ``round(rate * 2**16)``. So one
+    block serves four neighbours, the mask depends only on the key, the shape
+    and the rate (not on jit, sharding or ``jax_threefry_partitionable``),
+    and no two positions of an array share a lane. Keys of other
+    implementations (rbg, philox, ...) compare the top 16 bits of
+    ``jax.random.bits(key, mask_shape)`` instead.
 
     Args:
       key: a typed or raw PRNG key; may be ``None`` when a concrete ``rate`` is

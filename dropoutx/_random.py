@@ -1,31 +1,34 @@
 """Random bits that XLA can fuse with the masking that consumes them.
 
-``jax.random.bits`` on a threefry key computes, for element ``i`` of the
-row-major flattened shape, the Threefry-2x32 hash (Salmon et al. 2011,
-"Parallel random numbers: as easy as 1, 2, 3") of the 64-bit counter ``i``
-under the key, and XORs the two output words. On CPU it does so through a
-primitive whose lowering writes intermediate buffers, so a dropout layer
-touches several times the memory of a copy.
+Both generators below are the Threefry-2x32 hash (Salmon et al. 2011,
+"Parallel random numbers: as easy as 1, 2, 3"; 20 rounds, as ``jax.random``)
+of a counter under the key, written with plain ``jnp`` integer operations over
+iota counters. Every step is elementwise, so XLA fuses generation with its
+consumer, and under SPMD each shard computes its own counters without
+communication. Neither depends on ``jax_threefry_partitionable``.
 
-Here the same hash is written with plain ``jnp`` integer operations over an
-iota counter. The result is bit-identical to ``jax.random.bits(key, shape)``
-with ``jax_threefry_partitionable=True`` (the default since JAX 0.5), but every
-step is elementwise, so XLA fuses generation, comparison and selection into one
-pass, and under SPMD each shard computes its own counters without
-communication. The bits do not depend on that flag: with
-``jax_threefry_partitionable=False``, ``jax.random.bits`` changes and these do
-not. Keys of other implementations (rbg, unsafe_rbg, philox, threefry4x32),
-and shapes of 2**32 elements or more, use ``jax.random.bits`` itself.
+- Keep masks (:func:`draw_keep_mask`) use each 64-bit block for four
+  neighbouring elements, 16 bits each (see the section comment below). That
+  is a quarter of the hashing of one block per element.
+- Noise (:func:`random_bits`, :func:`standard_normal`) hashes the row-major
+  flat index ``i`` of each element and XORs the two output words: bit for bit
+  ``jax.random.bits(key, shape)`` with ``jax_threefry_partitionable=True``
+  (the default since JAX 0.5), and so ``jax.random.normal``.
+
+Keys of other implementations (rbg, unsafe_rbg, philox, threefry4x32), and
+shapes beyond the counters, use ``jax.random.bits`` itself.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 # The sharding of generated bits: ``jax.typeof(x).sharding``, a spec, or None.
 Sharding = NamedSharding | PartitionSpec | None
@@ -48,7 +51,7 @@ def _threefry2x32(
 
     ``injected`` is the counter after the first key injection, ``(counter[0] +
     key[0], counter[1] + key[1])``; the caller adds the key so that it can
-    build the counter around it (see :func:`_keyed_counter`).
+    build the counter around it (see :func:`_keyed_index`).
     """
     schedule = (key_words[0], key_words[1], key_words[0] ^ key_words[1] ^ np.uint32(_KEY_PARITY))
     x0, x1 = injected
@@ -61,6 +64,15 @@ def _threefry2x32(
     return x0, x1
 
 
+def _map_spec(sharding: Sharding, entries: Callable[[tuple[Any, ...]], Iterable[Any]]) -> Sharding:
+    """``sharding`` with its spec's entries replaced by ``entries(old entries)``."""
+    if sharding is None:
+        return None
+    spec = sharding.spec if isinstance(sharding, NamedSharding) else sharding
+    spec = PartitionSpec(*entries(tuple(spec)))
+    return sharding.update(spec=spec) if isinstance(sharding, NamedSharding) else spec
+
+
 def replicated_along(sharding: Sharding, axes: tuple[int, ...]) -> Sharding:
     """``sharding`` with the array axes ``axes`` unsharded (e.g. size-1 broadcast axes).
 
@@ -68,35 +80,11 @@ def replicated_along(sharding: Sharding, axes: tuple[int, ...]) -> Sharding:
     over that mesh axis; each device holds the one value and broadcasts it to
     its shard locally.
     """
-    if sharding is None or not axes:
+    if not axes:
         return sharding
-    spec = sharding.spec if isinstance(sharding, NamedSharding) else sharding
-    spec = PartitionSpec(*(None if axis in axes else entry for axis, entry in enumerate(spec)))
-    return sharding.update(spec=spec) if isinstance(sharding, NamedSharding) else spec
-
-
-def _keyed_counter(
-    key_word: jax.Array, shape: tuple[int, ...], out_sharding: Sharding = None
-) -> jax.Array:
-    """``key_word`` plus the row-major flat index of every element, as uint32.
-
-    The flat index is the sum over axes of ``iota * stride``. Each term is a
-    small array (the axis's length, size 1 elsewhere) added to ``key_word`` in
-    turn, so every full-size intermediate depends on the key: none is a
-    constant that XLA could hoist out of a scanned loop and keep alive as an
-    activation-sized buffer. Addition wraps mod 2**32, so the order of the terms
-    does not change the result (the flat index itself is exact for size <
-    2**32).
-    """
-    total = key_word
-    for axis, length in enumerate(shape):
-        term_shape = tuple(length if other == axis else 1 for other in range(len(shape)))
-        others = tuple(other for other in range(len(shape)) if other != axis)
-        iota = jax.lax.broadcasted_iota(
-            jnp.uint32, term_shape, axis, out_sharding=replicated_along(out_sharding, others)
-        )
-        total = total + iota * np.uint32(math.prod(shape[axis + 1 :]))
-    return jnp.broadcast_to(total, shape, out_sharding=out_sharding)
+    return _map_spec(
+        sharding, lambda entries: (None if axis in axes else e for axis, e in enumerate(entries))
+    )
 
 
 def random_bits(key: jax.Array, shape: tuple[int, ...], out_sharding: Sharding = None) -> jax.Array:
@@ -119,20 +107,190 @@ def random_bits(key: jax.Array, shape: tuple[int, ...], out_sharding: Sharding =
     key_words = (key_data[0], key_data[1])
     # The counter's high word is 0 for every element (size < 2**32), so after
     # the first key injection it is the scalar key word itself.
-    injected = (key_words[0], _keyed_counter(key_words[1], shape, out_sharding))
+    injected = (key_words[0], _keyed_index(key_words[1], shape, out_sharding, len(shape)))
     word0, word1 = _threefry2x32(key_words, injected)
     return word0 ^ word1
 
 
-def drop_threshold(rate: jax.Array) -> jax.Array:
-    """The ``uint32`` threshold below which bits mean "drop", for rate < 1.
+# --- the keep mask ---------------------------------------------------------------------
+#
+# One Threefry-2x32 block gives 64 bits: four 16-bit lanes, four keep decisions.
+# Element (r, c) of a mask, with r the row-major index over the leading axes
+# and c the index along the last axis, takes lane c % 4 of the block whose
+# counter is (r, c // 4). Eight blocks make one packed uint32 word of 32 keep
+# bits; where the last axis allows it, those words are computed by a reduction,
+# which XLA keeps as a buffer of 1/8 byte per element, and the masking reads
+# them. Elsewhere each element computes its own block, with the same result.
 
-    ``P(bits < threshold) = floor(rate * 2**32) / 2**32``: the drop probability
-    equals the float32 rate to within 2**-32.
+LANE_BITS = 16
+_LANE_MASK = np.uint32(2**LANE_BITS - 1)
+_LANES = 4  # lanes per Threefry block
+_BLOCKS_PER_WORD = 8
+_WORD_BITS = _LANES * _BLOCKS_PER_WORD
+
+
+def keep_threshold(rate: jax.Array) -> jax.Array:
+    """The ``uint32`` threshold ``t``: a lane is kept iff it is at least ``t``.
+
+    ``t = round(rate * 2**16)``, so the drop probability is ``t / 2**16``,
+    within ``2**-17`` of the float32 rate; ``t = 2**16`` (rates from ``1 -
+    2**-17``) drops everything. The transforms still scale kept units by ``1 /
+    (1 - rate)``, so ``E[y] = x * (1 - t / 2**16) / (1 - rate)``: a relative
+    bias of at most ``2**-17 / (1 - rate)``. Rates outside ``[0, 1)`` are the
+    caller's to handle.
     """
-    rate = rate.astype(jnp.float32)
-    scaled = jnp.floor(jnp.where(rate < 1, rate, 0) * np.float32(2**32))
-    return jnp.clip(scaled, 0, None).astype(jnp.uint32)
+    scaled = jnp.floor(rate.astype(jnp.float32) * np.float32(2**LANE_BITS) + np.float32(0.5))
+    return jnp.clip(scaled, 0, 2**LANE_BITS).astype(jnp.uint32)
+
+
+def _shards_of_last_axis(sharding: Sharding, ndim: int) -> int | None:
+    """How many shards split the last axis, if the sharding says so; else ``None``.
+
+    Only a mesh whose axes are all explicit says so: an automatic axis may
+    split the axis without appearing in the type.
+    """
+    mesh: jax.sharding.Mesh | jax.sharding.AbstractMesh
+    if isinstance(sharding, PartitionSpec):
+        mesh, spec = jax.sharding.get_abstract_mesh(), sharding
+    elif isinstance(sharding, NamedSharding):
+        mesh, spec = sharding.mesh, sharding.spec
+    else:
+        return None
+    if mesh.empty or any(kind != AxisType.Explicit for kind in mesh.axis_types):
+        return None
+    entries = tuple(spec) + (None,) * (ndim - len(spec))
+    entry = entries[-1] if ndim else None
+    names = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+    return math.prod(mesh.shape[name] for name in names)
+
+
+def _packs_words(shape: tuple[int, ...], sharding: Sharding) -> bool:
+    """Whether every shard of the last axis holds whole words of 32 elements.
+
+    With a visible sharding that is exact. Otherwise the partitioner may split
+    the axis over any number of devices up to all of them, so the words are
+    used only if the axis has a whole number of words per device even then.
+    """
+    if not shape or shape[-1] % _WORD_BITS:
+        return False
+    shards = _shards_of_last_axis(sharding, len(shape))
+    if shards is None:
+        shards = jax.device_count()
+    return (shape[-1] // _WORD_BITS) % shards == 0
+
+
+def _keyed_index(
+    key_word: jax.Array, shape: tuple[int, ...], sharding: Sharding, row_axes: int
+) -> jax.Array:
+    """``key_word`` plus the row-major index over the first ``row_axes`` axes, as uint32.
+
+    Broadcast to ``shape``; with ``row_axes = len(shape)`` it is the flat
+    index of every element. The index is the sum over axes of ``iota *
+    stride``. Each term is a small array (the axis's length, size 1
+    elsewhere) added to ``key_word`` in turn, so every full-size intermediate
+    depends on the key: none is a constant that XLA could hoist out of a
+    scanned loop and keep alive as an activation-sized buffer. Addition wraps
+    mod 2**32, so the order of the terms does not change the result.
+    """
+    rows = shape[:row_axes]
+    total = key_word
+    for axis, length in enumerate(rows):
+        term_shape = tuple(length if other == axis else 1 for other in range(len(shape)))
+        others = tuple(other for other in range(len(shape)) if other != axis)
+        iota = jax.lax.broadcasted_iota(
+            jnp.uint32, term_shape, axis, out_sharding=replicated_along(sharding, others)
+        )
+        total = total + iota * np.uint32(math.prod(rows[axis + 1 :]))
+    return jnp.broadcast_to(total, shape, out_sharding=sharding)
+
+
+def _lane_bits(
+    key_words: tuple[jax.Array, jax.Array], shape: tuple[int, ...], sharding: Sharding
+) -> jax.Array:
+    """Each element's 16-bit lane, one Threefry block per element (any shape)."""
+    last = len(shape) - 1
+    column = jax.lax.broadcasted_iota(
+        jnp.uint32,
+        tuple(n if axis == last else 1 for axis, n in enumerate(shape)),
+        last,
+        out_sharding=replicated_along(sharding, tuple(range(last))),
+    )
+    injected = (
+        _keyed_index(key_words[0], shape, sharding, len(shape) - 1),
+        jnp.broadcast_to((column >> np.uint32(2)) + key_words[1], shape, out_sharding=sharding),
+    )
+    word0, word1 = _threefry2x32(key_words, injected)
+    lane = column & np.uint32(_LANES - 1)
+    word = jnp.where(lane < 2, word0, word1)
+    return (word >> (np.uint32(LANE_BITS) * (lane & np.uint32(1)))) & _LANE_MASK
+
+
+def _packed_keep(
+    key_words: tuple[jax.Array, jax.Array],
+    shape: tuple[int, ...],
+    threshold: jax.Array,
+    sharding: Sharding,
+) -> jax.Array:
+    """The keep mask through packed words: ``shape[-1]`` is a multiple of 32."""
+    words = shape[-1] // _WORD_BITS
+    block_shape = (*shape[:-1], words, _BLOCKS_PER_WORD)
+    ndim = len(block_shape)
+    block_sharding = _with_extra_axis(sharding)
+    block = jax.lax.broadcasted_iota(jnp.uint32, (1,) * (ndim - 1) + (_BLOCKS_PER_WORD,), ndim - 1)
+    word = jax.lax.broadcasted_iota(
+        jnp.uint32,
+        (1,) * (ndim - 2) + (words, 1),
+        ndim - 2,
+        out_sharding=replicated_along(block_sharding, (*range(ndim - 2), ndim - 1)),
+    )
+    injected = (
+        _keyed_index(key_words[0], block_shape, block_sharding, ndim - 2),
+        jnp.broadcast_to(
+            # The key first, so that no word-by-block term is a constant.
+            (key_words[1] + word * np.uint32(_BLOCKS_PER_WORD)) + block,
+            block_shape,
+            out_sharding=block_sharding,
+        ),
+    )
+    word0, word1 = _threefry2x32(key_words, injected)
+    lanes = (word0 & _LANE_MASK, word0 >> np.uint32(16), word1 & _LANE_MASK, word1 >> np.uint32(16))
+    nibble = sum(
+        (lane >= threshold).astype(jnp.uint32) << np.uint32(index)
+        for index, lane in enumerate(lanes)
+    )
+    packed = jax.lax.reduce(
+        nibble << (block * np.uint32(_LANES)), np.uint32(0), jax.lax.bitwise_or, (ndim - 1,)
+    )
+    bit = jax.lax.broadcasted_iota(jnp.uint32, (1,) * (ndim - 1) + (_WORD_BITS,), ndim - 1)
+    kept = ((packed[..., None] >> bit) & np.uint32(1)).astype(bool)
+    return kept.reshape(shape, out_sharding=sharding)
+
+
+def _with_extra_axis(sharding: Sharding) -> Sharding:
+    """``sharding`` for an array with one more, unsharded, trailing axis."""
+    return _map_spec(sharding, lambda entries: (*entries, None))
+
+
+def _keep_bits(
+    key: jax.Array, shape: tuple[int, ...], threshold: jax.Array, sharding: Sharding
+) -> jax.Array:
+    """Boolean ``lane >= threshold`` for every element of ``shape`` (see the section comment)."""
+    if math.prod(shape) == 0:  # the strides of an empty shape can exceed 2**32: (0, 2**33)
+        return jnp.broadcast_to(False, shape, out_sharding=sharding)
+    rows, length = math.prod(shape[:-1]), (shape[-1] if shape else 1)
+    if str(jax.random.key_impl(key)) != _THREEFRY or rows >= 2**32 or length >= 2**32:
+        # Other generators, and arrays beyond the 64-bit counter: 32 bits per
+        # element from jax.random.bits, compared with the same 16-bit
+        # threshold in the top bits, so the keep probability is the same.
+        bits = jax.random.bits(key, shape, jnp.uint32, out_sharding=sharding)
+        return bits >= (threshold << np.uint32(32 - LANE_BITS))
+    key_data = jax.random.key_data(key)
+    key_words = (key_data[0], key_data[1])
+    if not shape:
+        return (_lane_bits(key_words, (1,), None) >= threshold).reshape(())
+    if _packs_words(shape, sharding):
+        return _packed_keep(key_words, shape, threshold, sharding)
+    return _lane_bits(key_words, shape, sharding) >= threshold
 
 
 def draw_keep_mask(
@@ -142,7 +300,9 @@ def draw_keep_mask(
     broadcast_dims: tuple[int, ...],
     out_sharding: Sharding = None,
 ) -> jax.Array:
-    """Boolean mask of ``shape``, ``True`` with probability ``1 - rate``.
+    """Boolean mask of ``shape``, ``True`` with probability ``1 - t / 2**16``.
+
+    ``t`` is :func:`keep_threshold`'s ``round(rate * 2**16)``.
 
     One value is drawn per position of the shape with ``broadcast_dims`` set to
     1, then broadcast. A rate of 1, or one outside ``[0, 1)`` (or NaN), drops
@@ -150,10 +310,26 @@ def draw_keep_mask(
     :func:`random_bits`); it may shard a broadcast axis.
     """
     mask_shape = tuple(1 if axis in broadcast_dims else n for axis, n in enumerate(shape))
-    bits = random_bits(key, mask_shape, replicated_along(out_sharding, broadcast_dims))
     rate = jnp.asarray(rate, jnp.float32)
-    kept = (bits >= drop_threshold(rate)) & (rate >= 0) & (rate < 1)
+    # Axes of length 1 do not count: the values are those of the mask shape
+    # without them, so (32, 1, 1) draws what (32,) draws.
+    units = tuple(axis for axis, n in enumerate(mask_shape) if n != 1)
+    unit_shape = tuple(mask_shape[axis] for axis in units)
+    unit_sharding = _select_axes(replicated_along(out_sharding, broadcast_dims), units)
+    kept = _keep_bits(key, unit_shape, keep_threshold(rate), unit_sharding)
+    kept = kept & (rate >= 0) & (rate < 1)
+    mask_sharding = replicated_along(
+        out_sharding, tuple(sorted(set(range(len(shape))) - set(units)))
+    )
+    kept = jnp.reshape(kept, mask_shape, out_sharding=mask_sharding)
     return jnp.broadcast_to(kept, shape, out_sharding=out_sharding)
+
+
+def _select_axes(sharding: Sharding, axes: tuple[int, ...]) -> Sharding:
+    """``sharding`` for the array made of the axes ``axes`` only (the others have length 1)."""
+    return _map_spec(
+        sharding, lambda entries: (entries[axis] if axis < len(entries) else None for axis in axes)
+    )
 
 
 def standard_normal(

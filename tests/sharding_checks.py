@@ -78,6 +78,9 @@ class Case:
     # Relative tolerance of the comparison with the unsharded call: 0 (bit for
     # bit) but for matrix products, whose per-device sums may round otherwise.
     rtol: float = 0.0
+    # The per-device shape of the packed mask words, where the case must use
+    # them (one uint32 per 32 elements, from a reduction).
+    words: tuple[int, ...] | None = None
 
 
 def _loss_grad(dropout: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
@@ -153,6 +156,32 @@ CASES: dict[str, Case] = {
         lambda k, x: dx.inverted_dropout(k, x, 0.3, broadcast_dims=(1, 2)),
         shape=(8, 6, 6, 4),
         spec=("data", None, None, "model"),
+    ),
+    # Masks whose last axis holds whole 32-element words go through the packed
+    # words: 16 words per row, 8 per device along 'model'. At (8, 96) a
+    # device holds 1.5 words, so each element hashes its own block; at (8, 64)
+    # only explicit axes show that a device holds whole words. The values are
+    # the unsharded call's in every case.
+    # The packed cases count elements only: XLA flattens the (words, blocks)
+    # counter term of a device's 8 words to an [8, 8] array, which the
+    # per-axis rule would read as 8 rows.
+    "inverted_dropout_packed_words": Case(
+        lambda k, x: dx.inverted_dropout(k, x, 0.3),
+        shape=(16, 512),
+        words=(4, 8),
+        local_elements=4 * 256,
+    ),
+    "grad_inverted_dropout_packed_words": Case(
+        lambda k, x: _loss_grad(lambda x: dx.inverted_dropout(k, x, 0.3))(x),
+        shape=(16, 512),
+        words=(4, 8),
+        local_elements=4 * 256,
+    ),
+    "inverted_dropout_words_split_between_devices": Case(
+        lambda k, x: dx.inverted_dropout(k, x, 0.3), shape=(8, 96)
+    ),
+    "inverted_dropout_whole_words_per_device": Case(
+        lambda k, x: dx.inverted_dropout(k, x, 0.3), shape=(8, 64)
     ),
     "grad_inverted_dropout": Case(
         lambda k, x: _loss_grad(lambda x: dx.inverted_dropout(k, x, 0.3))(x)
@@ -255,6 +284,10 @@ def check_case(kind: str, case: Case) -> None:
         y, hlo = _compile(case.fn, key, x_sharded, *extra)
     assert_sharding(y, x_sharded)
     assert_no_collectives(hlo)
+    if case.words is not None:
+        assert f"u32[{','.join(map(str, case.words))}]" in hlo and " reduce(" in hlo, (
+            f"no packed words u32{list(case.words)} in the per-device program"
+        )
     if case.local_elements is None:
         assert_local_only(hlo, x_sharded.addressable_shards[0].data.shape)
     else:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.extend.random import threefry_2x32
 from jax.test_util import check_grads
 
 import dropoutx as dx
@@ -47,9 +48,25 @@ WITH_BROADCAST = ["inverted", "vanilla", "annealed", "gaussian_dropout"]
 
 
 def _reference_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> np.ndarray:
-    """The documented mask: threefry bits at or above floor(rate * 2**32)."""
-    threshold = np.floor(np.float64(np.float32(rate)) * 2**32)
-    return np.asarray(jax.random.bits(key, shape, jnp.uint32)) >= threshold
+    """The documented mask, from JAX's own Threefry-2x32 and numpy indexing.
+
+    Axes of length 1 are dropped first. Element ``(row, c)`` (``row`` over the
+    leading axes) takes 16-bit lane ``c % 4`` of the block at counter ``(row, c
+    // 4)`` and is kept at or above ``round(rate * 2**16)``. Other key
+    implementations compare the top 16 of ``jax.random.bits``.
+    """
+    threshold = np.floor(np.float64(np.float32(rate)) * 2**16 + 0.5)
+    full_shape, shape = shape, tuple(n for n in shape if n != 1)  # length-1 axes do not count
+    if str(jax.random.key_impl(key)) != "threefry2x32":
+        bits = np.asarray(jax.random.bits(key, shape, jnp.uint32))
+        return ((bits >> 16) >= threshold).reshape(full_shape)
+    rows, columns = np.indices((math.prod(shape[:-1]), shape[-1] if shape else 1))
+    counters = np.concatenate([rows.ravel(), columns.ravel() // 4]).astype(np.uint32)
+    blocks = np.asarray(threefry_2x32(jax.random.key_data(key), counters))
+    word0, word1 = np.split(blocks, 2)
+    lane = columns.ravel() % 4
+    value = (np.where(lane < 2, word0, word1) >> (16 * (lane % 2))) & 0xFFFF
+    return (value >= threshold).reshape(full_shape)
 
 
 def _x(shape: tuple[int, ...] = (16, 32), dtype: Any = jnp.float32) -> jax.Array:
@@ -59,11 +76,26 @@ def _x(shape: tuple[int, ...] = (16, 32), dtype: Any = jnp.float32) -> jax.Array
 # --- the masks and noise against their reference definitions -----------------
 
 
+# The last three shapes go through the packed words (a last axis of whole
+# 32-element words), the others one block per element.
 @pytest.mark.parametrize("rate", [1e-9, 0.1, 0.5, 0.77, 1 - 1e-7])
-@pytest.mark.parametrize("shape", [(1,), (33,), (4, 5, 6), (2, 3, 4, 5)])
+@pytest.mark.parametrize(
+    "shape", [(), (1,), (33,), (4, 5, 6), (2, 3, 4, 5), (64,), (3, 96), (2, 3, 32)]
+)
 def test_keep_mask_equals_reference_bits(rate: float, shape: tuple[int, ...]) -> None:
     mask = dx.keep_mask(KEY, shape, rate)
     np.testing.assert_array_equal(mask, _reference_mask(KEY, shape, rate))
+
+
+@pytest.mark.parametrize("shape", [(64,), (3, 96), (2, 3, 32)])
+def test_packed_words_are_a_reduction_of_an_eighth_byte_per_element(
+    shape: tuple[int, ...],
+) -> None:
+    """The packed path materialises one uint32 word per 32 elements, and nothing larger."""
+    hlo = jax.jit(lambda key: dx.keep_mask(key, shape, 0.3)).lower(KEY).compile().as_text()
+    words = (*shape[:-1], shape[-1] // 32)
+    assert f"u32[{','.join(map(str, words))}]" in hlo
+    assert " reduce(" in hlo
 
 
 def test_keep_mask_broadcast_equals_reference_on_reduced_shape() -> None:

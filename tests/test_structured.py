@@ -14,6 +14,7 @@ fails spuriously less than once in 10^7 runs (well under the project's
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -594,10 +595,13 @@ def test_linen_setup_submodule_with_its_own_dropout() -> None:
         if not skip:  # the inner dropout drew its own mask: some of dense(h) is zeroed
             delta = np.asarray(y - x)
             assert (delta == 0).any() and (delta != 0).any()
-    jitted = nn.jit(_SetupLayer)().apply(variables, x, rngs={"dropout": jax.random.key(3)})
-    np.testing.assert_array_equal(
-        jitted, model.apply(variables, x, rngs={"dropout": jax.random.key(3)})
-    )
+    # Eager and jitted calls draw the same. (Not under nn.jit: it derives the
+    # inner nn.Dropout's rng differently from an eager apply, with or
+    # without layer_drop; that is Flax's lifting, not dropoutx.)
+    for seed in (3, 4, 5):
+        rngs = {"dropout": jax.random.key(seed)}
+        jitted = jax.jit(model.apply)(variables, x, rngs=rngs)
+        np.testing.assert_array_equal(jitted, model.apply(variables, x, rngs=rngs))
 
 
 # --- shared conventions ------------------------------------------------------------------
@@ -623,10 +627,19 @@ SHAPE = (4, 7, 6, 3)
 def test_eager_equals_jit(name: str) -> None:
     fn = CALLS[name]
     for dtype in [jnp.bfloat16, jnp.float32]:
+        # LayerDrop's kept branch is the layer itself, compiled into different
+        # programs, whose float arithmetic XLA may fuse differently (1 ulp);
+        # the draw, dropped or kept, must agree, and the branches differ by
+        # tanh(x / 2), far more than that.
+        same = (
+            functools.partial(np.testing.assert_allclose, rtol=2 * jnp.finfo(dtype).eps)
+            if name == "layer_drop"
+            else np.testing.assert_array_equal
+        )
         x = _x(SHAPE, dtype)
-        np.testing.assert_array_equal(jax.jit(lambda k, x: fn(k, x, 0.3))(KEY, x), fn(KEY, x, 0.3))
+        same(jax.jit(lambda k, x: fn(k, x, 0.3))(KEY, x), fn(KEY, x, 0.3))
         traced = jax.jit(lambda r, x=x: fn(KEY, x, r))(jnp.float32(0.3))
-        np.testing.assert_array_equal(traced, fn(KEY, x, 0.3))
+        same(traced, fn(KEY, x, 0.3))
 
 
 @pytest.mark.parametrize("name", list(CALLS))

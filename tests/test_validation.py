@@ -337,8 +337,7 @@ def test_masks_and_noise_do_not_depend_on_threefry_partitionable() -> None:
     (bits, *ours), (bits_legacy, *ours_legacy) = results[True], results[False]
     # What the documentation qualifies: jax.random.bits itself changes ...
     assert (np.asarray(bits) != np.asarray(bits_legacy)).any()
-    # ... and dropoutx equals it under the default flag value only ...
-    np.testing.assert_array_equal(ours[0], np.asarray(bits) >= np.floor(np.float32(0.3) * 2.0**32))
+    # ... dropoutx's noise equals JAX's under the default flag value only ...
     np.testing.assert_array_equal(ours[3], jax.random.normal(KEY, shape))
     # ... but its masks and noise are the same under both values.
     for a, b in zip(ours, ours_legacy, strict=True):
