@@ -820,7 +820,7 @@ class RecurrentDropoutCell(_WrappedCell):
     Wraps a Flax recurrent cell (:class:`flax.linen.LSTMCell`,
     :class:`~flax.linen.OptimizedLSTMCell`, :class:`~flax.linen.GRUCell`,
     :class:`~flax.linen.SimpleCell`, ...) for :class:`flax.linen.RNN`. While
-    training, each step computes
+    training, each step computes::
 
         cell((c, inverted_dropout(k_h, h, recurrent_rate)),
              inverted_dropout(k_x, x_t, input_rate))

@@ -957,7 +957,7 @@ class RecurrentDropoutCell(_WrappedCell):
     Wraps a Flax NNX recurrent cell (:class:`flax.nnx.LSTMCell`,
     :class:`~flax.nnx.OptimizedLSTMCell`, :class:`~flax.nnx.GRUCell`,
     :class:`~flax.nnx.SimpleCell`, ...) for :class:`flax.nnx.RNN`. In
-    training mode each step computes
+    training mode each step computes::
 
         cell((c, inverted_dropout(k_h, h, recurrent_rate)),
              inverted_dropout(k_x, x_t, input_rate))

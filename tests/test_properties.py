@@ -8,7 +8,7 @@ import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
 import numpy as np
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dropoutx as dx
@@ -59,6 +59,7 @@ def test_mask_is_constant_along_broadcast_dims(case: Any) -> None:
         np.testing.assert_array_equal(mask, np.broadcast_to(first, mask.shape))
 
 
+@settings(max_examples=15)  # each example compiles a program
 @given(cases())
 def test_traced_and_python_rates_agree(case: Any) -> None:
     key, x, rate, dims = case

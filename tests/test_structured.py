@@ -455,17 +455,19 @@ def test_layer_drop_gradient() -> None:
     keys = jax.random.split(KEY, 8)
     outcomes = [not bool(dx.keep_mask(key, (), 0.5)) for key in keys]
     assert any(outcomes) and not all(outcomes)
+    grad = jax.jit(jax.grad(lambda h, key: jnp.sum(dx.layer_drop(key, _block, h, 0.5))))
+    block_grad = jax.jit(jax.grad(lambda h: jnp.sum(_block(h))))(x)
     for key, dropped in zip(keys, outcomes, strict=True):
-        grad = jax.grad(lambda h, key=key: jnp.sum(dx.layer_drop(key, _block, h, 0.5)))(x)
-        expected = jnp.ones_like(x) if dropped else jax.grad(lambda h: jnp.sum(_block(h)))(x)
-        np.testing.assert_array_equal(grad, expected)
+        expected = jnp.ones_like(x) if dropped else block_grad
+        np.testing.assert_array_equal(grad(x, key), expected)
     # Second order, for one dropped and one kept call, in float64 so that the
     # finite differences are accurate.
     with jax.enable_x64(True):
         x64 = x.astype(jnp.float64)
         for dropped in (True, False):
             key = keys[outcomes.index(dropped)]
-            check_grads(lambda h, key=key: dx.layer_drop(key, _block, h, 0.5), (x64,), order=2)
+            layer = jax.jit(lambda h, key=key: dx.layer_drop(key, _block, h, 0.5))
+            check_grads(layer, (x64,), order=2)
 
 
 def test_layer_drop_pytree_input() -> None:
@@ -585,10 +587,8 @@ def test_linen_setup_submodule_with_its_own_dropout() -> None:
     x = _x((3, 6))
     variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x)
     assert set(variables["params"]) == {"dense"}
-    ys = [
-        model.apply(variables, x, rngs={"dropout": k})
-        for k in jax.random.split(jax.random.key(2), 12)
-    ]
+    apply = jax.jit(model.apply)
+    ys = [apply(variables, x, rngs={"dropout": k}) for k in jax.random.split(jax.random.key(2), 12)]
     skipped = [bool((y == x).all()) for y in ys]
     assert any(skipped) and not all(skipped)
     for y, skip in zip(ys, skipped, strict=True):
