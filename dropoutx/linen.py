@@ -907,16 +907,8 @@ class RecurrentDropoutCell(_WrappedCell):
         return any(rate not in (0.0, 1.0) for rate in rates)
 
     def _step(self, carry: Any, inputs: ArrayLike, key: Any, deterministic: bool) -> Any:
-        return _cells.variational_step(
-            f"linen.{type(self).__name__}",
-            self.cell,
-            carry,
-            inputs,
-            key,
-            self.input_rate,
-            self.recurrent_rate,
-            deterministic,
-        )
+        owner, rates = f"linen.{type(self).__name__}", (self.input_rate, self.recurrent_rate)
+        return _cells.variational_step(owner, self.cell, carry, inputs, key, *rates, deterministic)
 
 
 class ZoneoutCell(_WrappedCell):

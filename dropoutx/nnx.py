@@ -1062,16 +1062,8 @@ class RecurrentDropoutCell(_WrappedCell):
             self.rngs()
 
     def _step(self, carry: Any, inputs: ArrayLike, key: Any, deterministic: bool) -> Any:
-        return _cells.variational_step(
-            f"nnx.{type(self).__name__}",
-            self.cell,  # type: ignore[arg-type]
-            carry,
-            inputs,
-            key,
-            self.input_rate,
-            self.recurrent_rate,
-            deterministic,
-        )
+        owner, rates = f"nnx.{type(self).__name__}", (self.input_rate, self.recurrent_rate)
+        return _cells.variational_step(owner, self.cell, carry, inputs, key, *rates, deterministic)
 
 
 class ZoneoutCell(_WrappedCell):
@@ -1140,12 +1132,4 @@ class ZoneoutCell(_WrappedCell):
 
     def _step(self, carry: Any, inputs: ArrayLike, key: Any, deterministic: bool) -> Any:
         owner = f"nnx.{type(self).__name__}"
-        return _cells.zoneout_step(
-            owner,
-            self.cell,  # type: ignore[arg-type]
-            carry,
-            inputs,
-            key,
-            self.rate,
-            deterministic,
-        )
+        return _cells.zoneout_step(owner, self.cell, carry, inputs, key, self.rate, deterministic)

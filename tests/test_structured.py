@@ -600,7 +600,7 @@ def test_linen_setup_submodule_with_its_own_dropout() -> None:
     # without layer_drop; that is Flax's lifting, not dropoutx.)
     for seed in (3, 4, 5):
         rngs = {"dropout": jax.random.key(seed)}
-        jitted = jax.jit(model.apply)(variables, x, rngs=rngs)
+        jitted = apply(variables, x, rngs=rngs)
         np.testing.assert_array_equal(jitted, model.apply(variables, x, rngs=rngs))
 
 
