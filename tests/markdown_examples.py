@@ -8,11 +8,12 @@ block runs on its own, in this process.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import simulated_devices
 
 MULTI_DEVICE = "# Runs on 8 devices"
 
@@ -36,10 +37,9 @@ def run_block(block: str, name: str) -> None:
 
 def run_multi_device(blocks: list[str]) -> None:
     """Executes ``blocks`` as one script on 8 simulated CPU devices; fails on an error."""
-    environment = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     result = subprocess.run(
         [sys.executable, "-c", "\n".join(blocks)],
-        env=environment,
+        env=simulated_devices.environment(devices=8),
         capture_output=True,
         text=True,
         timeout=300,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import simulated_devices
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -44,14 +44,13 @@ def _load_checks() -> ModuleType:
 
 
 def _run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     return subprocess.run(
         [sys.executable, str(script), *args],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=ROOT,
-        env=env,
+        env=simulated_devices.environment(),  # the scripts set their device count
         check=False,
     )
 
