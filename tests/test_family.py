@@ -10,11 +10,12 @@ under the project's 10^-4). The keys are fixed, so the suite is reproducible.
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
+import assertions
 import chex
 import jax
 import jax.numpy as jnp
@@ -44,16 +45,10 @@ def _x(shape: tuple[int, ...] = (8, 6, 5), dtype: Any = jnp.float32) -> jax.Arra
     return jax.random.normal(jax.random.key(7), shape, jnp.float32).astype(dtype)
 
 
-def _assert_near(value: float, expected: float, standard_error: float, what: str) -> None:
-    assert abs(value - expected) <= SIGMAS * standard_error, (
-        f"{what}: {value} vs {expected} (+- {SIGMAS} x {standard_error})"
-    )
+_assert_near = functools.partial(assertions.assert_near, sigmas=SIGMAS)
 
 
-def _raises(error: type[Exception], *fragments: str) -> Any:
-    """``pytest.raises`` requiring every fragment to appear in the message."""
-    pattern = "".join(f"(?=[\\s\\S]*{re.escape(fragment)})" for fragment in fragments)
-    return pytest.raises(error, match=pattern)
+_raises = assertions.raises
 
 
 def _alpha_reference(rate: float) -> tuple[float, float]:

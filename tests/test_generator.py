@@ -17,8 +17,10 @@ fixed, so the suite is reproducible.
 
 from __future__ import annotations
 
+import functools
 import math
 
+import assertions
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,10 +49,7 @@ def _standardised(mask: jax.Array, rate: float) -> np.ndarray:
     return (np.asarray(mask, np.float64) - keep) / math.sqrt(keep * (1 - keep))
 
 
-def _assert_near(value: float, expected: float, standard_error: float, what: str) -> None:
-    assert abs(value - expected) <= SIGMAS * standard_error, (
-        f"{what}: {value} vs {expected} (+- {SIGMAS} x {standard_error})"
-    )
+_assert_near = functools.partial(assertions.assert_near, sigmas=SIGMAS)
 
 
 def _assert_uncorrelated(a: np.ndarray, b: np.ndarray, what: str) -> None:

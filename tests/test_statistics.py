@@ -9,8 +9,10 @@ is reproducible; the bounds say how unlucky a key would have to be.
 
 from __future__ import annotations
 
+import functools
 import math
 
+import assertions
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,10 +26,7 @@ N = 1_000_000
 SIGMAS = 5.0
 
 
-def _assert_near(value: float, expected: float, standard_error: float, what: str) -> None:
-    assert abs(value - expected) <= SIGMAS * standard_error, (
-        f"{what}: {value} vs {expected} (+- {SIGMAS} x {standard_error})"
-    )
+_assert_near = functools.partial(assertions.assert_near, sigmas=SIGMAS)
 
 
 @pytest.mark.parametrize("rate", [0.01, 0.1, 0.5, 0.9, 0.99])

@@ -17,9 +17,9 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import re
 from typing import Any
 
+import assertions
 import chex
 import flax.linen as nn
 import jax
@@ -44,16 +44,10 @@ def _x(shape: tuple[int, ...], dtype: Any = jnp.float32, seed: int = 7) -> jax.A
     return (z + jnp.where(z >= 0, 1.0, -1.0)).astype(dtype)
 
 
-def _assert_near(value: float, expected: float, standard_error: float, what: str) -> None:
-    assert abs(value - expected) <= SIGMAS * standard_error, (
-        f"{what}: {value} vs {expected} (+- {SIGMAS} x {standard_error})"
-    )
+_assert_near = functools.partial(assertions.assert_near, sigmas=SIGMAS)
 
 
-def _raises(error: type[Exception], *fragments: str) -> Any:
-    """``pytest.raises`` requiring every fragment to appear in the message."""
-    pattern = "".join(f"(?=[\\s\\S]*{re.escape(fragment)})" for fragment in fragments)
-    return pytest.raises(error, match=pattern)
+_raises = assertions.raises
 
 
 # --- DropBlock: a NumPy reference ------------------------------------------------------
