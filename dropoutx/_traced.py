@@ -31,6 +31,16 @@ _IN_INTERVAL: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+def concrete_value(value: Any) -> float | None:
+    """``value`` as a Python float if it is a concrete scalar; ``None`` if it is traced.
+
+    The modules use it to tell a concrete rate of 0 or 1, which needs no key,
+    from a traced one, which always does.
+    """
+    concrete = not isinstance(value, jax.core.Tracer) and jnp.ndim(value) == 0
+    return float(value) if concrete else None
+
+
 def report(fn_name: str, arg_name: str, value: jax.Array, interval: str) -> jax.Array:
     """Reports a traced ``value`` outside ``interval`` under ``checkify``.
 

@@ -41,7 +41,7 @@ from flax.linen.dtypes import promote_dtype
 from jax.typing import ArrayLike
 
 import dropoutx as dx
-from dropoutx import _cells, _validate
+from dropoutx import _cells, _traced, _validate
 
 __all__ = (
     "AlphaDropout",
@@ -57,12 +57,6 @@ __all__ = (
     "VanillaDropout",
     "ZoneoutCell",
 )
-
-
-def _concrete(value: Any) -> float | None:
-    """``value`` as a Python float if it is a concrete scalar; ``None`` if it is traced."""
-    concrete = not isinstance(value, jax.core.Tracer) and jnp.ndim(value) == 0
-    return float(value) if concrete else None
 
 
 class _Stochastic(nn.Module):
@@ -103,7 +97,7 @@ class _Stochastic(nn.Module):
         True while the rate is traced. Reads ``self.rate``; modules without a
         rate override it.
         """
-        return _concrete(self.rate) not in (0.0, 1.0)
+        return _traced.concrete_value(self.rate) not in (0.0, 1.0)
 
     def _owner(self) -> str:
         """``dropoutx.linen.Dropout`` plus the module's name, for error messages."""
@@ -345,7 +339,7 @@ class GaussianNoise(_Stochastic):
 
     def _needs_random_bits(self) -> bool:
         # Only a concrete stddev of 0 (the identity) needs no key.
-        return _concrete(self.stddev) != 0.0
+        return _traced.concrete_value(self.stddev) != 0.0
 
     def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
         return dx.gaussian_noise(key, inputs, self.stddev, deterministic=deterministic)
@@ -701,7 +695,7 @@ class DropBlock(_Stochastic):
 
     def _needs_random_bits(self) -> bool:
         # Only a concrete rate of 0 (the identity) needs no key.
-        return _concrete(self.rate) != 0.0
+        return _traced.concrete_value(self.rate) != 0.0
 
     def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
         return dx.drop_block(
@@ -903,7 +897,7 @@ class RecurrentDropoutCell(_WrappedCell):
     _key_need = "variational dropout needs one {collection} key per sequence"
 
     def _needs_random_bits(self) -> bool:
-        rates = (_concrete(self.input_rate), _concrete(self.recurrent_rate))
+        rates = map(_traced.concrete_value, (self.input_rate, self.recurrent_rate))
         return any(rate not in (0.0, 1.0) for rate in rates)
 
     def _step(self, carry: Any, inputs: ArrayLike, key: Any, deterministic: bool) -> Any:
@@ -970,7 +964,7 @@ class ZoneoutCell(_WrappedCell):
 
     def _needs_random_bits(self) -> bool:
         # Only a concrete rate of 0 (the cell unchanged) needs no key.
-        return _concrete(self.rate) != 0.0
+        return _traced.concrete_value(self.rate) != 0.0
 
     def _step(self, carry: Any, inputs: ArrayLike, key: Any, deterministic: bool) -> Any:
         owner = f"linen.{type(self).__name__}"

@@ -40,7 +40,7 @@ from flax.nnx.nn.dtypes import promote_dtype
 from jax.typing import ArrayLike
 
 import dropoutx as dx
-from dropoutx import _cells, _validate
+from dropoutx import _cells, _traced, _validate
 
 __all__ = (
     "AlphaDropout",
@@ -62,12 +62,6 @@ RngsLike = nnx.Rngs | nnx.RngStream | jax.Array | np.ndarray
 # The initialisers of flax.nnx.Linear, for DropConnectLinear.
 _DEFAULT_KERNEL_INIT = nnx.initializers.lecun_normal()
 _DEFAULT_BIAS_INIT = nnx.initializers.zeros_init()
-
-
-def _concrete(value: Any) -> float | None:
-    """``value`` as a Python float if it is a concrete scalar; ``None`` if it is traced."""
-    concrete = not isinstance(value, jax.core.Tracer) and jnp.ndim(value) == 0
-    return float(value) if concrete else None
 
 
 class _Stochastic(nnx.Module):
@@ -135,7 +129,7 @@ class _Stochastic(nnx.Module):
         True while the rate is traced (a JAX array under ``nnx.jit``). Reads
         ``self.rate``; modules without a rate override it.
         """
-        return _concrete(self.rate) not in (0.0, 1.0)
+        return _traced.concrete_value(self.rate) not in (0.0, 1.0)
 
     def _owner(self) -> str:
         return f"dropoutx.nnx.{type(self).__name__}"
@@ -422,7 +416,7 @@ class GaussianNoise(_Stochastic):
 
     def _needs_random_bits(self) -> bool:
         # Only a concrete stddev of 0 (the identity) needs no key.
-        return _concrete(self.stddev) != 0.0
+        return _traced.concrete_value(self.stddev) != 0.0
 
     def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
         return dx.gaussian_noise(key, inputs, self.stddev, deterministic=deterministic)
@@ -851,7 +845,7 @@ class DropBlock(_Stochastic):
 
     def _needs_random_bits(self) -> bool:
         # Only a concrete rate of 0 (the identity) needs no key.
-        return _concrete(self.rate) != 0.0
+        return _traced.concrete_value(self.rate) != 0.0
 
     def _transform(self, key: Any, inputs: ArrayLike, deterministic: bool) -> jax.Array:
         return dx.drop_block(
@@ -1047,7 +1041,7 @@ class RecurrentDropoutCell(_WrappedCell):
             self.rngs = nnx.data(nnx.RngStream(self.rngs.key[...], tag=rng_collection))
 
     def _needs_random_bits(self) -> bool:
-        rates = (_concrete(self.input_rate), _concrete(self.recurrent_rate))
+        rates = map(_traced.concrete_value, (self.input_rate, self.recurrent_rate))
         return any(rate not in (0.0, 1.0) for rate in rates)
 
     def _draw_key(self, rngs: RngsLike | None) -> Any:
@@ -1128,7 +1122,7 @@ class ZoneoutCell(_WrappedCell):
 
     def _needs_random_bits(self) -> bool:
         # Only a concrete rate of 0 (the cell unchanged) needs no key.
-        return _concrete(self.rate) != 0.0
+        return _traced.concrete_value(self.rate) != 0.0
 
     def _step(self, carry: Any, inputs: ArrayLike, key: Any, deterministic: bool) -> Any:
         owner = f"nnx.{type(self).__name__}"
