@@ -28,11 +28,13 @@ variants of the same model, in Linen and in NNX:
 * **dropoutx**: ``dxl.Dropout`` / ``dxn.Dropout`` and the same attention
   modules with ``attention_fn=dx.dot_product_attention``.
 
-For each it reports the median step time over interleaved rounds (every
-variant runs once per round, so load from other processes falls on all of them
-alike) and the compiled temporary memory of the step
+Every variant runs once per round, in an order shuffled each round. For each
+it reports the median step time; the time overhead, the median over rounds of
+its step time over the no-dropout step of the same framework in the same
+round (and the middle half of those ratios, their spread); and the compiled
+temporary memory of the step
 (``jax.jit(step).lower(...).compile().memory_analysis().temp_size_in_bytes``),
-each also as the overhead over the no-dropout step of the same framework.
+also as the overhead over the no-dropout step.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import argparse
 import dataclasses
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -52,6 +55,7 @@ import flax
 import flax.linen as nn
 import jax
 import jaxlib
+import numpy as np
 import optax
 from flax import nnx
 
@@ -254,8 +258,28 @@ def runner(framework: str, step: Callable[..., Any], args: tuple[Any, ...]) -> C
     return run
 
 
-def measure(config: Config) -> dict[tuple[str, str], tuple[float, float]]:
-    """``(framework, variant) -> (median step ms, temp MiB)``, timed interleaved."""
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """A variant's median step time, its time over the no-dropout step's per round, its memory."""
+
+    ms: float
+    ratios: tuple[float, ...]
+    mib: float
+
+    def overhead(self, quantile: float) -> float:
+        """The per-round time ratio at ``quantile`` (0.5: the median), minus 1."""
+        return float(np.quantile(self.ratios, quantile)) - 1
+
+
+def measure(config: Config) -> dict[tuple[str, str], Result]:
+    """``(framework, variant) -> Result``, timed in rounds of every variant in shuffled order.
+
+    Each round runs every variant once, in an order shuffled per round (seeded),
+    so that neither the load of other processes nor the variant that ran just
+    before favours one of them. A variant's time is divided by the no-dropout
+    step of the same framework in the same round: the ratio cancels the load,
+    which moves by more than dropout costs over a run.
+    """
     makers = {"linen": linen_step, "nnx": nnx_step}
     runs: dict[tuple[str, str], Callable[[], None]] = {}
     memory: dict[tuple[str, str], float] = {}
@@ -268,13 +292,24 @@ def measure(config: Config) -> dict[tuple[str, str], tuple[float, float]]:
             for _ in range(config.warmup):
                 runs[framework, variant]()
     samples: dict[tuple[str, str], list[float]] = {name: [] for name in runs}
+    order = list(runs)
+    shuffler = random.Random(0)
     for round_index in range(config.repeats):
         print(f"round {round_index + 1}/{config.repeats}", file=sys.stderr)
-        for name, run in runs.items():
+        shuffler.shuffle(order)
+        for name in order:
             start = time.perf_counter()
-            run()
+            runs[name]()
             samples[name].append(1e3 * (time.perf_counter() - start))
-    return {name: (statistics.median(samples[name]), memory[name]) for name in runs}
+    results = {}
+    for framework, variant in runs:
+        times, base = samples[framework, variant], samples[framework, "no dropout"]
+        results[framework, variant] = Result(
+            ms=statistics.median(times),
+            ratios=tuple(t / b for t, b in zip(times, base, strict=True)),
+            mib=memory[framework, variant],
+        )
+    return results
 
 
 def machine(load_before: tuple[float, ...], config: Config) -> list[tuple[str, str]]:
@@ -292,13 +327,15 @@ def machine(load_before: tuple[float, ...], config: Config) -> list[tuple[str, s
         ("platform", platform.platform()),
         ("jax / jaxlib / flax", f"{jax.__version__} / {jaxlib.__version__} / {flax.__version__}"),
         ("dropoutx", dx.__version__),
-        ("timing", f"median of {config.repeats} interleaved rounds after {config.warmup} warm-up"),
+        (
+            "timing",
+            f"{config.repeats} rounds of every variant in shuffled order, "
+            f"after {config.warmup} warm-up steps",
+        ),
     ]
 
 
-def report(
-    config: Config, results: dict[tuple[str, str], tuple[float, float]], load: tuple[float, ...]
-) -> str:
+def report(config: Config, results: dict[tuple[str, str], Result], load: tuple[float, ...]) -> str:
     """The results as markdown: the machine, then one table per framework."""
     lines = [
         f"# Transformer training step: {config.layers} layers, d_model {config.d_model}, "
@@ -309,17 +346,18 @@ def report(
         "",
     ]
     for framework in FRAMEWORKS:
-        base_ms, base_mib = results[framework, "no dropout"]
+        base = results[framework, "no dropout"]
         rows = []
         for variant in VARIANTS:
-            ms, mib = results[framework, variant]
+            result = results[framework, variant]
             rows.append(
                 (
                     variant,
-                    f"{ms:.1f}",
-                    f"{100 * (ms / base_ms - 1):+.1f}%",
-                    f"{mib:.1f}",
-                    f"{100 * (mib / base_mib - 1):+.1f}%",
+                    f"{result.ms:.1f}",
+                    f"{100 * result.overhead(0.5):+.1f}%",
+                    f"{100 * result.overhead(0.25):+.1f}% to {100 * result.overhead(0.75):+.1f}%",
+                    f"{result.mib:.1f}",
+                    f"{100 * (result.mib / base.mib - 1):+.1f}%",
                 )
             )
         title = "Linen (jax.jit)" if framework == "linen" else "NNX (nnx.jit)"
@@ -327,7 +365,15 @@ def report(
             f"## {title}",
             "",
             markdown_table(
-                ("variant", "step ms", "time overhead", "temp MiB", "memory overhead"), rows
+                (
+                    "variant",
+                    "step ms",
+                    "time overhead",
+                    "middle half of rounds",
+                    "temp MiB",
+                    "memory overhead",
+                ),
+                rows,
             ),
             "",
         ]

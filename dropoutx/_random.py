@@ -1,19 +1,20 @@
 """Random bits that XLA can fuse with the masking that consumes them.
 
 Both generators below are the Threefry-2x32 hash (Salmon et al. 2011,
-"Parallel random numbers: as easy as 1, 2, 3"; 20 rounds, as ``jax.random``)
-of a counter under the key, written with plain ``jnp`` integer operations over
-iota counters. Every step is elementwise, so XLA fuses generation with its
-consumer, and under SPMD each shard computes its own counters without
-communication. Neither depends on ``jax_threefry_partitionable``.
+"Parallel random numbers: as easy as 1, 2, 3") of a counter under the key,
+written with plain ``jnp`` integer operations over iota counters. Under SPMD
+each shard computes its own counters without communication. Neither depends
+on ``jax_threefry_partitionable``.
 
 - Keep masks (:func:`draw_keep_mask`) use each 64-bit block for four
-  neighbouring elements, 16 bits each (see the section comment below). That
-  is a quarter of the hashing of one block per element.
+  neighbouring elements, 16 bits each, and hash with 13 rounds (see the
+  section comment below): about a tenth of the hashing of one 20-round block
+  per element.
 - Noise (:func:`random_bits`, :func:`standard_normal`) hashes the row-major
-  flat index ``i`` of each element and XORs the two output words: bit for bit
-  ``jax.random.bits(key, shape)`` with ``jax_threefry_partitionable=True``
-  (the default since JAX 0.5), and so ``jax.random.normal``.
+  flat index ``i`` of each element with 20 rounds, as ``jax.random``, and
+  XORs the two output words: bit for bit ``jax.random.bits(key, shape)`` with
+  ``jax_threefry_partitionable=True`` (the default since JAX 0.5), and so
+  ``jax.random.normal``. It is elementwise, so XLA fuses it with its consumer.
 
 Keys of other implementations (rbg, unsafe_rbg, philox, threefry4x32), and
 shapes beyond the counters, use ``jax.random.bits`` itself.
@@ -45,22 +46,27 @@ def _rotate_left(value: jax.Array, distance: int) -> jax.Array:
 
 
 def _threefry2x32(
-    key_words: tuple[jax.Array, jax.Array], injected: tuple[jax.Array, jax.Array]
+    key_words: tuple[jax.Array, jax.Array],
+    injected: tuple[jax.Array, jax.Array],
+    rounds: int = 20,
 ) -> tuple[jax.Array, jax.Array]:
-    """The 20-round Threefry-2x32 block function, elementwise over counters.
+    """The Threefry-2x32 block function of ``rounds`` rounds, elementwise over counters.
 
     ``injected`` is the counter after the first key injection, ``(counter[0] +
     key[0], counter[1] + key[1])``; the caller adds the key so that it can
-    build the counter around it (see :func:`_keyed_index`).
+    build the counter around it (see :func:`_keyed_index`). The key is
+    injected again after every fourth round, as in Random123: 13 rounds end
+    with three injections and one round after the last.
     """
     schedule = (key_words[0], key_words[1], key_words[0] ^ key_words[1] ^ np.uint32(_KEY_PARITY))
     x0, x1 = injected
-    for injection in range(1, 6):
-        for distance in _ROTATIONS[(injection - 1) % 2]:
-            x0 = x0 + x1
-            x1 = _rotate_left(x1, distance) ^ x0
-        x0 = x0 + schedule[injection % 3]
-        x1 = x1 + schedule[(injection + 1) % 3] + np.uint32(injection)
+    for done in range(1, rounds + 1):
+        x0 = x0 + x1
+        x1 = _rotate_left(x1, _ROTATIONS[(done - 1) // 4 % 2][(done - 1) % 4]) ^ x0
+        if done % 4 == 0:
+            injection = done // 4
+            x0 = x0 + schedule[injection % 3]
+            x1 = x1 + schedule[(injection + 1) % 3] + np.uint32(injection)
     return x0, x1
 
 
@@ -117,12 +123,24 @@ def random_bits(key: jax.Array, shape: tuple[int, ...], out_sharding: Sharding =
 # One Threefry-2x32 block gives 64 bits: four 16-bit lanes, four keep decisions.
 # Element (r, c) of a mask, with r the row-major index over the leading axes
 # and c the index along the last axis, takes lane c % 4 of the block whose
-# counter is (r, c // 4). Eight blocks make one packed uint32 word of 32 keep
-# bits; where the last axis allows it, those words are computed by a reduction,
-# which XLA keeps as a buffer of 1/8 byte per element, and the masking reads
-# them. Elsewhere each element computes its own block, with the same result.
+# counter is (r, c // 4).
+#
+# The block has 13 rounds, not jax.random's 20: Salmon et al. (2011) found 13
+# the fewest with which Threefry-2x32 is "Crush-resistant", passing TestU01's
+# SmallCrush, Crush and BigCrush batteries in all their tests, and chose 20 as
+# the default to keep a safety margin. Masks need that statistical quality,
+# not secrecy, and the hash is most of a mask's cost (tests/test_generator.py
+# checks the masks themselves).
+#
+# Eight blocks make one packed uint32 word of 32 keep bits. Where the last
+# axis allows it (see _packs_words), each word hashes its eight blocks in one
+# elementwise computation, which XLA keeps as a buffer of 1/8 byte per
+# element, and the masking reads it; a row that ends inside a word ignores the
+# word's bits past its end. Elsewhere each element computes its own block,
+# with the same result.
 
 LANE_BITS = 16
+MASK_ROUNDS = 13
 _LANE_MASK = np.uint32(2**LANE_BITS - 1)
 _LANES = 4  # lanes per Threefry block
 _BLOCKS_PER_WORD = 8
@@ -165,18 +183,25 @@ def _shards_of_last_axis(sharding: Sharding, ndim: int) -> int | None:
 
 
 def _packs_words(shape: tuple[int, ...], sharding: Sharding) -> bool:
-    """Whether every shard of the last axis holds whole words of 32 elements.
+    """Whether the mask goes through packed words of 32 elements.
 
-    With a visible sharding that is exact. Otherwise the partitioner may split
-    the axis over any number of devices up to all of them, so the words are
-    used only if the axis has a whole number of words per device even then.
+    Every shard of the last axis must hold whole words, or the axis must be
+    whole on every device and at least 4 times the part of its last word that
+    is cut off (decoding that part is wasted work). With a visible sharding
+    that is exact. Otherwise the partitioner may split the axis over any
+    number of devices up to all of them, so it is assumed to.
     """
-    if not shape or shape[-1] % _WORD_BITS:
+    if not shape:
         return False
+    length = shape[-1]
+    words = -(-length // _WORD_BITS)
     shards = _shards_of_last_axis(sharding, len(shape))
     if shards is None:
         shards = jax.device_count()
-    return (shape[-1] // _WORD_BITS) % shards == 0
+    cut_off = words * _WORD_BITS - length
+    if cut_off:
+        return shards == 1 and 4 * cut_off <= length
+    return words % shards == 0
 
 
 def _keyed_index(
@@ -219,7 +244,7 @@ def _lane_bits(
         _keyed_index(key_words[0], shape, sharding, len(shape) - 1),
         jnp.broadcast_to((column >> np.uint32(2)) + key_words[1], shape, out_sharding=sharding),
     )
-    word0, word1 = _threefry2x32(key_words, injected)
+    word0, word1 = _threefry2x32(key_words, injected, MASK_ROUNDS)
     lane = column & np.uint32(_LANES - 1)
     word = jnp.where(lane < 2, word0, word1)
     return (word >> (np.uint32(LANE_BITS) * (lane & np.uint32(1)))) & _LANE_MASK
@@ -231,44 +256,38 @@ def _packed_keep(
     threshold: jax.Array,
     sharding: Sharding,
 ) -> jax.Array:
-    """The keep mask through packed words: ``shape[-1]`` is a multiple of 32."""
-    words = shape[-1] // _WORD_BITS
-    block_shape = (*shape[:-1], words, _BLOCKS_PER_WORD)
-    ndim = len(block_shape)
-    block_sharding = _with_extra_axis(sharding)
-    block = jax.lax.broadcasted_iota(jnp.uint32, (1,) * (ndim - 1) + (_BLOCKS_PER_WORD,), ndim - 1)
+    """The keep mask through packed words (the last one of a row may be cut short)."""
+    words = -(-shape[-1] // _WORD_BITS)
+    word_shape = (*shape[:-1], words)
+    last = len(word_shape) - 1
     word = jax.lax.broadcasted_iota(
         jnp.uint32,
-        (1,) * (ndim - 2) + (words, 1),
-        ndim - 2,
-        out_sharding=replicated_along(block_sharding, (*range(ndim - 2), ndim - 1)),
+        (1,) * last + (words,),
+        last,
+        out_sharding=replicated_along(sharding, tuple(range(last))),
     )
-    injected = (
-        _keyed_index(key_words[0], block_shape, block_sharding, ndim - 2),
-        jnp.broadcast_to(
-            # The key first, so that no word-by-block term is a constant.
-            (key_words[1] + word * np.uint32(_BLOCKS_PER_WORD)) + block,
-            block_shape,
-            out_sharding=block_sharding,
-        ),
-    )
-    word0, word1 = _threefry2x32(key_words, injected)
-    lanes = (word0 & _LANE_MASK, word0 >> np.uint32(16), word1 & _LANE_MASK, word1 >> np.uint32(16))
-    nibble = sum(
-        (lane >= threshold).astype(jnp.uint32) << np.uint32(index)
-        for index, lane in enumerate(lanes)
-    )
-    packed = jax.lax.reduce(
-        nibble << (block * np.uint32(_LANES)), np.uint32(0), jax.lax.bitwise_or, (ndim - 1,)
-    )
-    bit = jax.lax.broadcasted_iota(jnp.uint32, (1,) * (ndim - 1) + (_WORD_BITS,), ndim - 1)
+    first = _keyed_index(key_words[0], word_shape, sharding, last)
+    packed = jnp.zeros((), jnp.uint32)
+    for block in range(_BLOCKS_PER_WORD):
+        # The key is added before broadcasting, so that no word-sized term is
+        # a constant (see _keyed_index).
+        column = key_words[1] + (word * np.uint32(_BLOCKS_PER_WORD) + np.uint32(block))
+        second = jnp.broadcast_to(column, word_shape, out_sharding=sharding)
+        word0, word1 = _threefry2x32(key_words, (first, second), MASK_ROUNDS)
+        lanes = (word0 & _LANE_MASK, word0 >> 16, word1 & _LANE_MASK, word1 >> 16)
+        for lane, bits in enumerate(lanes):
+            kept = (bits >= threshold).astype(jnp.uint32)
+            packed = packed | (kept << np.uint32(block * _LANES + lane))
+    # XLA would fuse the words into the masking, which reads each word 32
+    # times and would hash its eight blocks again for every read. It does
+    # not duplicate an integer division by a value it cannot prove constant,
+    # so dividing by such a value, always 1, makes the words one buffer of
+    # 1/8 byte per element, computed once.
+    packed = jax.lax.div(packed, jnp.minimum(key_words[0], np.uint32(1)) | np.uint32(1))
+    bit = jax.lax.broadcasted_iota(jnp.uint32, (1,) * (last + 1) + (_WORD_BITS,), last + 1)
     kept = ((packed[..., None] >> bit) & np.uint32(1)).astype(bool)
-    return kept.reshape(shape, out_sharding=sharding)
-
-
-def _with_extra_axis(sharding: Sharding) -> Sharding:
-    """``sharding`` for an array with one more, unsharded, trailing axis."""
-    return _map_spec(sharding, lambda entries: (*entries, None))
+    kept = kept.reshape((*shape[:-1], words * _WORD_BITS), out_sharding=sharding)
+    return jax.lax.slice_in_dim(kept, 0, shape[-1], axis=last)
 
 
 def _keep_bits(

@@ -79,7 +79,7 @@ class Case:
     # bit) but for matrix products, whose per-device sums may round otherwise.
     rtol: float = 0.0
     # The per-device shape of the packed mask words, where the case must use
-    # them (one uint32 per 32 elements, from a reduction).
+    # them (one uint32 per 32 elements, computed by a fusion of their own).
     words: tuple[int, ...] | None = None
 
 
@@ -162,26 +162,30 @@ CASES: dict[str, Case] = {
     # device holds 1.5 words, so each element hashes its own block; at (8, 64)
     # only explicit axes show that a device holds whole words. The values are
     # the unsharded call's in every case.
-    # The packed cases count elements only: XLA flattens the (words, blocks)
-    # counter term of a device's 8 words to an [8, 8] array, which the
-    # per-axis rule would read as 8 rows.
     "inverted_dropout_packed_words": Case(
         lambda k, x: dx.inverted_dropout(k, x, 0.3),
         shape=(16, 512),
         words=(4, 8),
-        local_elements=4 * 256,
     ),
     "grad_inverted_dropout_packed_words": Case(
         lambda k, x: _loss_grad(lambda x: dx.inverted_dropout(k, x, 0.3))(x),
         shape=(16, 512),
         words=(4, 8),
-        local_elements=4 * 256,
     ),
     "inverted_dropout_words_split_between_devices": Case(
         lambda k, x: dx.inverted_dropout(k, x, 0.3), shape=(8, 96)
     ),
     "inverted_dropout_whole_words_per_device": Case(
         lambda k, x: dx.inverted_dropout(k, x, 0.3), shape=(8, 64)
+    ),
+    # A last axis of 200 held whole by each device: with explicit axes, words
+    # whose last one in a row is cut short (the decoded row runs to 224), else
+    # one block per element.
+    "inverted_dropout_rows_end_inside_a_word": Case(
+        lambda k, x: dx.inverted_dropout(k, x, 0.3),
+        shape=(8, 200),
+        spec=("data", None),
+        local_elements=2 * 224,
     ),
     "grad_inverted_dropout": Case(
         lambda k, x: _loss_grad(lambda x: dx.inverted_dropout(k, x, 0.3))(x)
@@ -285,7 +289,8 @@ def check_case(kind: str, case: Case) -> None:
     assert_sharding(y, x_sharded)
     assert_no_collectives(hlo)
     if case.words is not None:
-        assert f"u32[{','.join(map(str, case.words))}]" in hlo and " reduce(" in hlo, (
+        words = ",".join(map(str, case.words))
+        assert re.search(rf"= u32\[{words}\]\S* fusion\(", hlo), (
             f"no packed words u32{list(case.words)} in the per-device program"
         )
     if case.local_elements is None:

@@ -474,12 +474,13 @@ def scan_gradient_temp_bytes(attend: Any, layers: int) -> int:
 
 
 def test_backward_pass_of_scanned_attention_stores_no_mask() -> None:
-    """Dropout adds at most 2% to the gradient's memory, and nothing per layer.
+    """Dropout adds nothing per layer to the gradient's memory, and less than one layer's weights.
 
     The memory that grows with depth is what the backward pass stores per
     layer. From 4 to 8 layers, dropoutx's growth equals the no-dropout
     model's, with or without ``broadcast_dropout``; Flax's unbroadcast
-    dropout adds a float per weight per layer.
+    dropout adds a float per weight per layer. Beyond that, XLA's schedule
+    may keep one more temporary of the size of a layer's weights alive.
     """
 
     def ours(h: jax.Array, key: jax.Array, **kwargs: Any) -> jax.Array:
@@ -497,7 +498,7 @@ def test_backward_pass_of_scanned_attention_stores_no_mask() -> None:
         return scan_gradient_temp_bytes(attend, 8) - scan_gradient_temp_bytes(attend, 4)
 
     weights_per_layer = 4 * 4 * 128 * 128 * 4  # float32 [batch, heads, q, k]
-    assert scan_gradient_temp_bytes(ours, 8) <= 1.02 * scan_gradient_temp_bytes(none, 8)
+    assert scan_gradient_temp_bytes(ours, 8) < scan_gradient_temp_bytes(none, 8) + weights_per_layer
     assert growth(ours) == growth(none)
     assert growth(functools.partial(ours, broadcast_dropout=False)) == growth(none)
     assert growth(theirs) >= growth(none) + 4 * weights_per_layer

@@ -9,6 +9,7 @@ definition, the kept values against the contract's formula, transformations
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ import optax
 import pytest
 from jax.extend.random import threefry_2x32
 from jax.test_util import check_grads
+from threefry_reference import threefry2x32
 
 import dropoutx as dx
 from dropoutx import _random
@@ -48,7 +50,7 @@ WITH_BROADCAST = ["inverted", "vanilla", "annealed", "gaussian_dropout"]
 
 
 def _reference_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> np.ndarray:
-    """The documented mask, from JAX's own Threefry-2x32 and numpy indexing.
+    """The documented mask, from a numpy Threefry-2x32 (13 rounds) and numpy indexing.
 
     Axes of length 1 are dropped first. Element ``(row, c)`` (``row`` over the
     leading axes) takes 16-bit lane ``c % 4`` of the block at counter ``(row, c
@@ -61,12 +63,37 @@ def _reference_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> np.n
         bits = np.asarray(jax.random.bits(key, shape, jnp.uint32))
         return ((bits >> 16) >= threshold).reshape(full_shape)
     rows, columns = np.indices((math.prod(shape[:-1]), shape[-1] if shape else 1))
-    counters = np.concatenate([rows.ravel(), columns.ravel() // 4]).astype(np.uint32)
-    blocks = np.asarray(threefry_2x32(jax.random.key_data(key), counters))
-    word0, word1 = np.split(blocks, 2)
+    key_words = tuple(int(word) for word in jax.random.key_data(key))
+    word0, word1 = threefry2x32(key_words, rows.ravel(), columns.ravel() // 4, rounds=13)
     lane = columns.ravel() % 4
     value = (np.where(lane < 2, word0, word1) >> (16 * (lane % 2))) & 0xFFFF
     return (value >= threshold).reshape(full_shape)
+
+
+# Random123's known-answer vectors (tests/kat_vectors in its distribution):
+# rounds, counter, key, output.
+_KNOWN_ANSWERS = [
+    (13, (0, 0), (0, 0), (0x9D1C5EC6, 0x8BD50731)),
+    (13, (0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0xFD36D048, 0x2D17272C)),
+    (13, (0x243F6A88, 0x85A308D3), (0x13198A2E, 0x03707344), (0xBA3E4725, 0xF27D669E)),
+    (20, (0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
+]
+
+
+@pytest.mark.parametrize(("rounds", "counter", "key", "expected"), _KNOWN_ANSWERS)
+def test_threefry_reference_gives_random123_known_answers(
+    rounds: int, counter: tuple[int, int], key: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    words = threefry2x32(key, np.array([counter[0]]), np.array([counter[1]]), rounds)
+    assert (int(words[0][0]), int(words[1][0])) == expected
+
+
+def test_threefry_reference_at_20_rounds_is_jax_threefry() -> None:
+    counters = np.arange(2 * 1000, dtype=np.uint32).reshape(2, 1000) * np.uint32(2654435761)
+    key = np.array([0x12345678, 0x9ABCDEF0], np.uint32)
+    ours = threefry2x32((int(key[0]), int(key[1])), counters[0], counters[1], rounds=20)
+    theirs = np.asarray(threefry_2x32(jnp.asarray(key), jnp.asarray(counters.ravel())))
+    np.testing.assert_array_equal(np.concatenate(ours), theirs)
 
 
 def _x(shape: tuple[int, ...] = (16, 32), dtype: Any = jnp.float32) -> jax.Array:
@@ -76,26 +103,41 @@ def _x(shape: tuple[int, ...] = (16, 32), dtype: Any = jnp.float32) -> jax.Array
 # --- the masks and noise against their reference definitions -----------------
 
 
-# The last three shapes go through the packed words (a last axis of whole
-# 32-element words), the others one block per element.
+# (64,), (3, 96) and (2, 3, 32) go through whole packed words, (77,) and
+# (3, 200) through packed words cut short at the end of a row; the others
+# hash one block per element.
 @pytest.mark.parametrize("rate", [1e-9, 0.1, 0.5, 0.77, 1 - 1e-7])
 @pytest.mark.parametrize(
-    "shape", [(), (1,), (33,), (4, 5, 6), (2, 3, 4, 5), (64,), (3, 96), (2, 3, 32)]
+    "shape",
+    [(), (1,), (33,), (4, 5, 6), (2, 3, 4, 5), (77,), (3, 200), (64,), (3, 96), (2, 3, 32)],
 )
 def test_keep_mask_equals_reference_bits(rate: float, shape: tuple[int, ...]) -> None:
     mask = dx.keep_mask(KEY, shape, rate)
     np.testing.assert_array_equal(mask, _reference_mask(KEY, shape, rate))
 
 
-@pytest.mark.parametrize("shape", [(64,), (3, 96), (2, 3, 32)])
-def test_packed_words_are_a_reduction_of_an_eighth_byte_per_element(
+def _fused_computation(hlo: str, name: str) -> str:
+    """The body of the computation ``name`` in an HLO module's text."""
+    start = hlo.index(f"%{name} (")
+    return hlo[start : hlo.index("\n}\n", start)]
+
+
+@pytest.mark.parametrize("shape", [(64,), (3, 96), (2, 3, 32), (3, 200)])
+def test_packed_words_are_hashed_once_into_an_eighth_byte_per_element(
     shape: tuple[int, ...],
 ) -> None:
-    """The packed path materialises one uint32 word per 32 elements, and nothing larger."""
+    """The words are a fusion of their own, and the masking that reads them hashes nothing.
+
+    XLA would otherwise fuse the hash into the masking and evaluate it again
+    for each of the 32 elements that read a word.
+    """
     hlo = jax.jit(lambda key: dx.keep_mask(key, shape, 0.3)).lower(KEY).compile().as_text()
-    words = (*shape[:-1], shape[-1] // 32)
-    assert f"u32[{','.join(map(str, words))}]" in hlo
-    assert " reduce(" in hlo
+    words = ",".join(map(str, (*shape[:-1], -(-shape[-1] // 32))))
+    assert re.search(rf"= u32\[{words}\]\S* fusion\(", hlo), f"no fusion makes u32[{words}]"
+    root = re.search(r"ROOT \S+ = pred\S+ fusion\(.*calls=%([\w.]+)", hlo)
+    assert root is not None
+    masking = _fused_computation(hlo, root.group(1))
+    assert " xor(" not in masking and " add(" not in masking, masking
 
 
 def test_keep_mask_broadcast_equals_reference_on_reduced_shape() -> None:

@@ -32,8 +32,10 @@ from dropoutx import _random
 
 SIGMAS = 5.0
 KEY = jax.random.key(2024)
-# (1024, 1024) goes through the packed words, (1000, 1000) hashes one block
-# per unit (1000 is not a multiple of 32): both must pass every check.
+# (1024, 1024) goes through whole packed words, (1000, 1000) through packed
+# words of which the last in each row is cut short (1000 is not a multiple of
+# 32): both must pass every check. tests/test_core.py holds every path, one
+# block per unit included, to the same definition bit for bit.
 SHAPES = [(1024, 1024), (1000, 1000)]
 RATES = [0.001, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999]
 

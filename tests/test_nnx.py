@@ -613,14 +613,16 @@ def test_training_reduces_loss_with_one_compile(kind: str, conv: bool) -> None:
 
     eval_loss = nnx.jit(loss_fn)
     before = eval_loss(nnx.view(model, deterministic=True))
-    for _ in range(40):
+    # 80 steps: with dropout streams 0 to 5 every kind ends at or below 0.62
+    # of the starting loss (40 steps left one DropConnect stream at 0.72).
+    for _ in range(80):
         train_step(model, optimizer)
     model.eval()
     after = eval_loss(model)
     assert len(traces) == 1
     assert bool(jnp.isfinite(after)) and after < 0.7 * before, (before, after)
     if isinstance(model.noise, dxn.AnnealedDropout):
-        assert model.noise.step[...] == 40
+        assert model.noise.step[...] == 80
 
 
 # --- statistics -------------------------------------------------------------------
