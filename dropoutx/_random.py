@@ -8,7 +8,7 @@ on ``jax_threefry_partitionable``.
 
 - Keep masks (:func:`draw_keep_mask`) use each 64-bit block for four
   neighbouring elements, 16 bits each, and hash with 13 rounds (see the
-  section comment below): about a tenth of the hashing of one 20-round block
+  section comment below): about a sixth of the hashing of one 20-round block
   per element.
 - Noise (:func:`random_bits`, :func:`standard_normal`) hashes the row-major
   flat index ``i`` of each element with 20 rounds, as ``jax.random``, and
