@@ -204,6 +204,17 @@ def _packs_words(shape: tuple[int, ...], sharding: Sharding) -> bool:
     return words % shards == 0
 
 
+def _axis_iota(shape: tuple[int, ...], axis: int, sharding: Sharding) -> jax.Array:
+    """``0, 1, ...`` as uint32 along ``axis`` of ``shape``, length 1 (and unsharded) elsewhere."""
+    others = tuple(other for other in range(len(shape)) if other != axis)
+    return jax.lax.broadcasted_iota(
+        jnp.uint32,
+        tuple(n if other == axis else 1 for other, n in enumerate(shape)),
+        axis,
+        out_sharding=replicated_along(sharding, others),
+    )
+
+
 def _keyed_index(
     key_word: jax.Array, shape: tuple[int, ...], sharding: Sharding, row_axes: int
 ) -> jax.Array:
@@ -219,13 +230,9 @@ def _keyed_index(
     """
     rows = shape[:row_axes]
     total = key_word
-    for axis, length in enumerate(rows):
-        term_shape = tuple(length if other == axis else 1 for other in range(len(shape)))
-        others = tuple(other for other in range(len(shape)) if other != axis)
-        iota = jax.lax.broadcasted_iota(
-            jnp.uint32, term_shape, axis, out_sharding=replicated_along(sharding, others)
-        )
-        total = total + iota * np.uint32(math.prod(rows[axis + 1 :]))
+    for axis in range(len(rows)):
+        stride = np.uint32(math.prod(rows[axis + 1 :]))
+        total = total + _axis_iota(shape, axis, sharding) * stride
     return jnp.broadcast_to(total, shape, out_sharding=sharding)
 
 
@@ -233,13 +240,7 @@ def _lane_bits(
     key_words: tuple[jax.Array, jax.Array], shape: tuple[int, ...], sharding: Sharding
 ) -> jax.Array:
     """Each element's 16-bit lane, one Threefry block per element (any shape)."""
-    last = len(shape) - 1
-    column = jax.lax.broadcasted_iota(
-        jnp.uint32,
-        tuple(n if axis == last else 1 for axis, n in enumerate(shape)),
-        last,
-        out_sharding=replicated_along(sharding, tuple(range(last))),
-    )
+    column = _axis_iota(shape, len(shape) - 1, sharding)
     injected = (
         _keyed_index(key_words[0], shape, sharding, len(shape) - 1),
         jnp.broadcast_to((column >> np.uint32(2)) + key_words[1], shape, out_sharding=sharding),
@@ -260,12 +261,7 @@ def _packed_keep(
     words = -(-shape[-1] // _WORD_BITS)
     word_shape = (*shape[:-1], words)
     last = len(word_shape) - 1
-    word = jax.lax.broadcasted_iota(
-        jnp.uint32,
-        (1,) * last + (words,),
-        last,
-        out_sharding=replicated_along(sharding, tuple(range(last))),
-    )
+    word = _axis_iota(word_shape, last, sharding)
     first = _keyed_index(key_words[0], word_shape, sharding, last)
     packed = jnp.zeros((), jnp.uint32)
     for block in range(_BLOCKS_PER_WORD):
@@ -274,7 +270,7 @@ def _packed_keep(
         column = key_words[1] + (word * np.uint32(_BLOCKS_PER_WORD) + np.uint32(block))
         second = jnp.broadcast_to(column, word_shape, out_sharding=sharding)
         word0, word1 = _threefry2x32(key_words, (first, second), MASK_ROUNDS)
-        lanes = (word0 & _LANE_MASK, word0 >> 16, word1 & _LANE_MASK, word1 >> 16)
+        lanes = (word0 & _LANE_MASK, word0 >> LANE_BITS, word1 & _LANE_MASK, word1 >> LANE_BITS)
         for lane, bits in enumerate(lanes):
             kept = (bits >= threshold).astype(jnp.uint32)
             packed = packed | (kept << np.uint32(block * _LANES + lane))
