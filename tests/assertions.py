@@ -21,3 +21,9 @@ def raises(error: type[Exception], *fragments: str) -> Any:
     """``pytest.raises`` requiring every fragment to appear in the message."""
     pattern = "".join(f"(?=[\\s\\S]*{re.escape(fragment)})" for fragment in fragments)
     return pytest.raises(error, match=pattern)
+
+
+def assert_fusion_makes(hlo: str, dtype: str, shape: tuple[int, ...]) -> None:
+    """Some fusion of the compiled program ``hlo`` outputs a ``dtype[shape]`` array."""
+    dims = ",".join(map(str, shape))
+    assert re.search(rf"= {dtype}\[{dims}\]\S* fusion\(", hlo), f"no fusion makes {dtype}[{dims}]"

@@ -36,6 +36,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 
+import assertions
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -289,10 +290,7 @@ def check_case(kind: str, case: Case) -> None:
     assert_sharding(y, x_sharded)
     assert_no_collectives(hlo)
     if case.words is not None:
-        words = ",".join(map(str, case.words))
-        assert re.search(rf"= u32\[{words}\]\S* fusion\(", hlo), (
-            f"no packed words u32{list(case.words)} in the per-device program"
-        )
+        assertions.assert_fusion_makes(hlo, "u32", case.words)
     if case.local_elements is None:
         assert_local_only(hlo, x_sharded.addressable_shards[0].data.shape)
     else:

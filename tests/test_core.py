@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import assertions
 import chex
 import jax
 import jax.numpy as jnp
@@ -132,8 +133,7 @@ def test_packed_words_are_hashed_once_into_an_eighth_byte_per_element(
     for each of the 32 elements that read a word.
     """
     hlo = jax.jit(lambda key: dx.keep_mask(key, shape, 0.3)).lower(KEY).compile().as_text()
-    words = ",".join(map(str, (*shape[:-1], -(-shape[-1] // 32))))
-    assert re.search(rf"= u32\[{words}\]\S* fusion\(", hlo), f"no fusion makes u32[{words}]"
+    assertions.assert_fusion_makes(hlo, "u32", (*shape[:-1], -(-shape[-1] // 32)))
     root = re.search(r"ROOT \S+ = pred\S+ fusion\(.*calls=%([\w.]+)", hlo)
     assert root is not None
     masking = _fused_computation(hlo, root.group(1))
