@@ -24,8 +24,9 @@ In one process, for each shape and dtype, it measures:
   dropout replaced by the identity.
 
 Among the methods, ``previous generator`` is dropoutx's mask before issue 11
-(one Threefry block hashed per element, 32-bit threshold), so the gain of
-sharing one block between four elements is measured in the same run.
+(one 20-round Threefry block hashed per element, 32-bit threshold), so the
+gain of today's generator (one 13-round block shared by four elements) is
+measured in the same run.
 
 It then checks the targets of issues 4 and 11, prints PASS or FAIL for each,
 and prints the results as markdown, naming the machine and the versions, which
