@@ -26,7 +26,10 @@ In one process, for each shape and dtype, it measures:
 Among the methods, ``previous generator`` is dropoutx's mask before issue 11
 (one 20-round Threefry block hashed per element, 32-bit threshold), so the
 gain of today's generator (one 13-round block shared by four elements) is
-measured in the same run.
+measured in the same run; ``previous noise`` and ``dropoutx.gaussian_dropout``
+do the same for Gaussian dropout's noise (before: ``jax.random.normal``'s
+20-round block and inverse CDF per element; now: one 13-round block and a
+Box-Muller transform per two elements).
 
 It then checks the targets of issues 4 and 11, prints PASS or FAIL for each,
 and prints the results as markdown, naming the machine and the versions, which
@@ -74,6 +77,8 @@ NNX = "flax.nnx.Dropout"
 BERNOULLI = "bernoulli + where"
 TORCH = "torch F.dropout (eager)"
 PREVIOUS = "previous generator (1 block/element)"
+GAUSSIAN = "dropoutx.gaussian_dropout"
+PREVIOUS_NOISE = "previous noise (1 block/element)"
 
 MODES = ("forward", "gradient", "vjp")
 MODE_TITLES = {
@@ -161,15 +166,35 @@ def jax_layers(rate: float) -> dict[str, Layer]:
     """
     keep_prob = 1.0 - rate
     previous_threshold = np.uint32(math.floor(np.float32(rate) * 2**32))
+    sigma = np.float32(math.sqrt(rate / (1 - rate)))
+
+    # dropoutx's mask and noise before issue 11, as its code had them: one
+    # fused 20-round Threefry-2x32 block per element (bit for bit
+    # jax.random.bits, and by the inverse CDF jax.random.normal), with the
+    # same rounding and jax.checkpoint as today.
+    def previous_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        key_data = jax.random.key_data(key)
+        key_words = (key_data[0], key_data[1])
+        flat_index = _random._keyed_index(key_words[1], shape, None, len(shape))
+        word0, word1 = _random._threefry2x32(key_words, (key_words[0], flat_index), 20)
+        return word0 ^ word1
 
     def previous(key: jax.Array, x: jax.Array) -> jax.Array:
-        # dropoutx's mask before issue 11: one Threefry-2x32 block per element
-        # (the fused per-element hash the noise still uses), a 32-bit
-        # threshold, and the same rounding and jax.checkpoint as today.
         def apply(key: jax.Array, x: jax.Array) -> jax.Array:
-            kept = _random.random_bits(key, x.shape) >= previous_threshold
+            kept = previous_bits(key, x.shape) >= previous_threshold
             scaled = (x.astype(jnp.float32) / np.float32(keep_prob)).astype(x.dtype)
             return jnp.where(kept, scaled, jnp.zeros((), x.dtype))
+
+        return jax.checkpoint(apply)(key, x)
+
+    def previous_noise(key: jax.Array, x: jax.Array) -> jax.Array:
+        def apply(key: jax.Array, x: jax.Array) -> jax.Array:
+            mantissa = (previous_bits(key, x.shape) >> np.uint32(9)) | np.uint32(0x3F800000)
+            unit = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1
+            low = np.nextafter(np.float32(-1), np.float32(0))
+            uniform = jnp.maximum(low, unit * (np.float32(1) - low) + low)
+            eps = np.float32(math.sqrt(2)) * jax.lax.erf_inv(uniform)
+            return (x.astype(jnp.float32) * (1 + sigma * eps)).astype(x.dtype)
 
         return jax.checkpoint(apply)(key, x)
 
@@ -179,6 +204,8 @@ def jax_layers(rate: float) -> dict[str, Layer]:
         FLOOR: lambda key, x: x * 2,
         DROPOUTX: lambda key, x: dx.dropout(key, x, rate),
         PREVIOUS: previous,
+        GAUSSIAN: lambda key, x: dx.gaussian_dropout(key, x, rate),
+        PREVIOUS_NOISE: previous_noise,
         LINEN: lambda key, x: linen_module.apply({}, x, rngs={"dropout": key}),
         NNX: lambda key, x: nnx_module(x, rngs=key),
         BERNOULLI: lambda key, x: jnp.where(
@@ -401,12 +428,17 @@ def check_targets(
 
     dtypes = ("float32", "bfloat16")
     small_vs_floor = {dtype: small_ms(DROPOUTX, dtype) / small_ms(FLOOR, dtype) for dtype in dtypes}
+
     # The generator's cost: forward time above the copy floor, previous over now.
-    generator_gain = {
-        dtype: (small_ms(PREVIOUS, dtype) - small_ms(FLOOR, dtype))
-        / (small_ms(DROPOUTX, dtype) - small_ms(FLOOR, dtype))
-        for dtype in dtypes
-    }
+    def gain(previous: str, now: str) -> dict[str, float]:
+        return {
+            dtype: (small_ms(previous, dtype) - small_ms(FLOOR, dtype))
+            / (small_ms(now, dtype) - small_ms(FLOOR, dtype))
+            for dtype in dtypes
+        }
+
+    generator_gain = gain(PREVIOUS, DROPOUTX)
+    noise_gain = gain(PREVIOUS_NOISE, GAUSSIAN)
     worst_residual = max(
         (r for r in residuals if r.method == DROPOUTX), key=lambda r: r.bytes_per_element
     )
@@ -433,6 +465,12 @@ def check_targets(
             f"previous generator ({list(small)}, float32 and bfloat16; issue 11)",
             min(generator_gain.values()) >= 4,
             ", ".join(f"{dtype} {gain:.2f}x" for dtype, gain in generator_gain.items()),
+        ),
+        Check(
+            "noise generation (Gaussian dropout's forward time above the copy floor) >= 4x "
+            f"cheaper than the previous noise ({list(small)}, float32 and bfloat16; issue 11)",
+            min(noise_gain.values()) >= 4,
+            ", ".join(f"{dtype} {gain:.2f}x" for dtype, gain in noise_gain.items()),
         ),
         Check(
             f"forward within 2x of the copy floor ({list(small)}, float32 and bfloat16; issue 11)",

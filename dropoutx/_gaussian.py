@@ -66,9 +66,10 @@ def gaussian_dropout(
     ``eps ~ N(0, 1)``; at inference ``y = x``. The multiplier has the mean (1)
     and variance (``rate / (1 - rate)``) of inverted dropout's ``mask / (1 -
     rate)``, as in Srivastava et al. (2014, section 10). The noise is drawn in
-    float32 and equals ``jax.random.normal(key, shape)`` under
-    ``jax_threefry_partitionable=True`` (JAX's default; the noise itself does
-    not depend on the flag). The product is computed in float32 (float64 for
+    float32, two neighbouring samples along the last axis from one 13-round
+    Threefry-2x32 block by the Box-Muller transform (``docs/masks.md``); it
+    does not depend on ``jax_threefry_partitionable``, and is not
+    ``jax.random.normal``'s. The product is computed in float32 (float64 for
     float64 input) and rounded once; in float16 a result beyond 65504 becomes
     inf, as the formula gives.
 
@@ -147,12 +148,9 @@ def gaussian_noise(
     """Additive Gaussian noise: ``x + stddev * eps``, ``eps ~ N(0, 1)``.
 
     While training ``y = x + stddev * eps``; at inference ``y = x``. The noise
-    is drawn in float32 and equals ``jax.random.normal(key, x.shape)`` under
-    ``jax_threefry_partitionable=True`` (JAX's default; the noise itself does
-    not depend on the flag). The sum is computed in float32 (float64 for
-    float64 input) and rounded once. The
-    gradient with respect to ``x`` is 1, and with respect to a traced
-    ``stddev`` it is ``eps``.
+    is :func:`gaussian_dropout`'s. The sum is computed in float32 (float64 for
+    float64 input) and rounded once. The gradient with respect to ``x`` is 1,
+    and with respect to a traced ``stddev`` it is ``eps``.
 
     Args:
       key: a typed or raw PRNG key; ignored (may be ``None``) when

@@ -1,23 +1,20 @@
 """Random bits that XLA can fuse with the masking that consumes them.
 
-Both generators below are the Threefry-2x32 hash (Salmon et al. 2011,
-"Parallel random numbers: as easy as 1, 2, 3") of a counter under the key,
-written with plain ``jnp`` integer operations over iota counters. Under SPMD
-each shard computes its own counters without communication. Neither depends
-on ``jax_threefry_partitionable``.
+Both generators below are the 13-round Threefry-2x32 hash (Salmon et al.
+2011, "Parallel random numbers: as easy as 1, 2, 3") of a counter under the
+key, written with plain ``jnp`` integer operations over iota counters, one
+64-bit block shared by neighbours along the last axis (see the section
+comments). Under SPMD each shard computes its own counters without
+communication. Neither depends on ``jax_threefry_partitionable``.
 
-- Keep masks (:func:`draw_keep_mask`) use each 64-bit block for four
-  neighbouring elements, 16 bits each, and hash with 13 rounds (see the
-  section comment below): about a sixth of the hashing of one 20-round block
-  per element.
-- Noise (:func:`random_bits`, :func:`standard_normal`) hashes the row-major
-  flat index ``i`` of each element with 20 rounds, as ``jax.random``, and
-  XORs the two output words: bit for bit ``jax.random.bits(key, shape)`` with
-  ``jax_threefry_partitionable=True`` (the default since JAX 0.5), and so
-  ``jax.random.normal``. It is elementwise, so XLA fuses it with its consumer.
+- Keep masks (:func:`draw_keep_mask`) take four 16-bit lanes from a block,
+  for four neighbouring elements: about a sixth of the hashing of one
+  20-round block per element, as ``jax.random.bits``.
+- Noise (:func:`standard_normal`) takes two normal samples from a block by
+  the Box-Muller transform, for two neighbouring elements.
 
 Keys of other implementations (rbg, unsafe_rbg, philox, threefry4x32), and
-shapes beyond the counters, use ``jax.random.bits`` itself.
+shapes beyond the counters, use ``jax.random`` itself.
 """
 
 from __future__ import annotations
@@ -93,72 +90,21 @@ def replicated_along(sharding: Sharding, axes: tuple[int, ...]) -> Sharding:
     )
 
 
-def random_bits(key: jax.Array, shape: tuple[int, ...], out_sharding: Sharding = None) -> jax.Array:
-    """``uint32`` bits equal to ``jax.random.bits(key, shape)``, fusibly.
-
-    (Equal under the default ``jax_threefry_partitionable=True``; the bits
-    themselves do not depend on the flag, see the module docstring.)
-
-    ``out_sharding`` (e.g. ``jax.typeof(x).sharding``) places the counters, so
-    that on a mesh with explicit axes each device hashes only its own shard;
-    with automatic axes the partitioner does the same by propagation. The bits
-    do not depend on it.
-    """
-    size = math.prod(shape)
-    if size == 0:  # the strides of an empty shape can exceed 2**32: (0, 2**33)
-        return jnp.broadcast_to(np.uint32(0), shape, out_sharding=out_sharding)
-    if str(jax.random.key_impl(key)) != _THREEFRY or size >= 2**32:
-        return jax.random.bits(key, shape, jnp.uint32, out_sharding=out_sharding)
-    key_data = jax.random.key_data(key)
-    key_words = (key_data[0], key_data[1])
-    # The counter's high word is 0 for every element (size < 2**32), so after
-    # the first key injection it is the scalar key word itself.
-    injected = (key_words[0], _keyed_index(key_words[1], shape, out_sharding, len(shape)))
-    word0, word1 = _threefry2x32(key_words, injected)
-    return word0 ^ word1
-
-
-# --- the keep mask ---------------------------------------------------------------------
+# --- blocks shared by neighbours -------------------------------------------------------
 #
-# One Threefry-2x32 block gives 64 bits: four 16-bit lanes, four keep decisions.
-# Element (r, c) of a mask, with r the row-major index over the leading axes
-# and c the index along the last axis, takes lane c % 4 of the block whose
-# counter is (r, c // 4).
+# Masks and noise both hash a counter (r, c // g) per element, with r the
+# row-major index over the leading axes and c the index along the last axis:
+# the g neighbours along the last axis share one block. A mask takes g = 4
+# decisions from a block, noise g = 2 samples.
 #
 # The block has 13 rounds, not jax.random's 20: Salmon et al. (2011) found 13
 # the fewest with which Threefry-2x32 is "Crush-resistant", passing TestU01's
 # SmallCrush, Crush and BigCrush batteries in all their tests, and chose 20 as
-# the default to keep a safety margin. Masks need that statistical quality,
-# not secrecy, and the hash is most of a mask's cost (tests/test_generator.py
-# checks the masks themselves).
-#
-# Eight blocks make one packed uint32 word of 32 keep bits. Where the last
-# axis allows it (see _packs_words), each word hashes its eight blocks in one
-# elementwise computation, which XLA keeps as a buffer of 1/8 byte per
-# element, and the masking reads it; a row that ends inside a word ignores the
-# word's bits past its end. Elsewhere each element computes its own block,
-# with the same result.
-
-LANE_BITS = 16
-MASK_ROUNDS = 13
-_LANE_MASK = np.uint32(2**LANE_BITS - 1)
-_LANES = 4  # lanes per Threefry block
-_BLOCKS_PER_WORD = 8
-_WORD_BITS = _LANES * _BLOCKS_PER_WORD
-
-
-def keep_threshold(rate: jax.Array) -> jax.Array:
-    """The ``uint32`` threshold ``t``: a lane is kept iff it is at least ``t``.
-
-    ``t = round(rate * 2**16)``, so the drop probability is ``t / 2**16``,
-    within ``2**-17`` of the float32 rate; ``t = 2**16`` (rates from ``1 -
-    2**-17``) drops everything. The transforms still scale kept units by ``1 /
-    (1 - rate)``, so ``E[y] = x * (1 - t / 2**16) / (1 - rate)``: a relative
-    bias of at most ``2**-17 / (1 - rate)``. Rates outside ``[0, 1)`` are the
-    caller's to handle.
-    """
-    scaled = jnp.floor(rate.astype(jnp.float32) * np.float32(2**LANE_BITS) + np.float32(0.5))
-    return jnp.clip(scaled, 0, 2**LANE_BITS).astype(jnp.uint32)
+# the default to keep a safety margin. Masks and noise need that statistical
+# quality, not secrecy, and the hash is most of their cost
+# (tests/test_generator.py and tests/test_statistics.py check the values
+# themselves).
+ROUNDS = 13
 
 
 def _shards_of_last_axis(sharding: Sharding, ndim: int) -> int | None:
@@ -180,28 +126,6 @@ def _shards_of_last_axis(sharding: Sharding, ndim: int) -> int | None:
     entry = entries[-1] if ndim else None
     names = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
     return math.prod(mesh.shape[name] for name in names)
-
-
-def _packs_words(shape: tuple[int, ...], sharding: Sharding) -> bool:
-    """Whether the mask goes through packed words of 32 elements.
-
-    Every shard of the last axis must hold whole words, or the axis must be
-    whole on every device and at least 4 times the part of its last word that
-    is cut off (decoding that part is wasted work). With a visible sharding
-    that is exact. Otherwise the partitioner may split the axis over any
-    number of devices up to all of them, so it is assumed to.
-    """
-    if not shape:
-        return False
-    length = shape[-1]
-    words = -(-length // _WORD_BITS)
-    shards = _shards_of_last_axis(sharding, len(shape))
-    if shards is None:
-        shards = jax.device_count()
-    cut_off = words * _WORD_BITS - length
-    if cut_off:
-        return shards == 1 and 4 * cut_off <= length
-    return words % shards == 0
 
 
 def _axis_iota(shape: tuple[int, ...], axis: int, sharding: Sharding) -> jax.Array:
@@ -236,16 +160,123 @@ def _keyed_index(
     return jnp.broadcast_to(total, shape, out_sharding=sharding)
 
 
+def _block_counters(
+    key_words: tuple[jax.Array, jax.Array],
+    shape: tuple[int, ...],
+    group_of: jax.Array,
+    sharding: Sharding,
+) -> tuple[jax.Array, jax.Array]:
+    """The counters (r, c // g) of ``shape``'s elements, after the first key injection.
+
+    ``group_of`` is ``c // g`` along the last axis (length 1 elsewhere). The
+    key is added before broadcasting, so that no full-size term is a constant
+    (see :func:`_keyed_index`).
+    """
+    return (
+        _keyed_index(key_words[0], shape, sharding, len(shape) - 1),
+        jnp.broadcast_to(group_of + key_words[1], shape, out_sharding=sharding),
+    )
+
+
+def _packs(shape: tuple[int, ...], sharding: Sharding, group: int) -> bool:
+    """Whether each group of ``group`` elements along the last axis can be made once.
+
+    Every shard of the last axis must hold whole groups, or the axis must be
+    whole on every device and at least 4 times the part of its last group
+    that is cut off (making that part is wasted work). With a visible sharding
+    that is exact. Otherwise the partitioner may split the axis over any
+    number of devices up to all of them, so it is assumed to.
+    """
+    if not shape:
+        return False
+    length = shape[-1]
+    groups = -(-length // group)
+    shards = _shards_of_last_axis(sharding, len(shape))
+    if shards is None:
+        shards = jax.device_count()
+    cut_off = groups * group - length
+    if cut_off:
+        return shards == 1 and 4 * cut_off <= length
+    return groups % shards == 0
+
+
+def _hashable_key_words(
+    key: jax.Array, shape: tuple[int, ...]
+) -> tuple[jax.Array, jax.Array] | None:
+    """The key's two words, or ``None`` where jax.random draws instead.
+
+    That is for keys of other implementations, and for arrays beyond the
+    64-bit counter: 2**32 rows or more, or a last axis of 2**32 or more.
+    """
+    rows, length = math.prod(shape[:-1]), (shape[-1] if shape else 1)
+    if str(jax.random.key_impl(key)) != _THREEFRY or rows >= 2**32 or length >= 2**32:
+        return None
+    key_data = jax.random.key_data(key)
+    return key_data[0], key_data[1]
+
+
+def _over_units(
+    draw: Callable[[tuple[int, ...], Sharding], jax.Array],
+    shape: tuple[int, ...],
+    sharding: Sharding,
+) -> jax.Array:
+    """``draw(shape without its axes of length 1, its sharding)``, reshaped to ``shape``.
+
+    Axes of length 1 do not count, so (32, 1, 1) draws what (32,) draws, and
+    a broadcast axis (length 1 here) does not become the last axis, whose
+    neighbours share blocks.
+    """
+    units = tuple(axis for axis, n in enumerate(shape) if n != 1)
+    values = draw(tuple(shape[axis] for axis in units), _select_axes(sharding, units))
+    others = tuple(axis for axis in range(len(shape)) if axis not in units)
+    return jnp.reshape(values, shape, out_sharding=replicated_along(sharding, others))
+
+
+def _opaque_one(key_words: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """The uint32 1, computed from the key so that XLA cannot prove it is 1."""
+    return jnp.minimum(key_words[0], np.uint32(1)) | np.uint32(1)
+
+
+# --- the keep mask ---------------------------------------------------------------------
+#
+# One block gives 64 bits: four 16-bit lanes, four keep decisions. Element (r,
+# c) takes lane c % 4 of block (r, c // 4).
+#
+# Eight blocks make one packed uint32 word of 32 keep bits. Where the last
+# axis allows it (_packs with groups of 32), each word hashes its eight blocks
+# in one elementwise computation, which XLA keeps as a buffer of 1/8 byte per
+# element, and the masking reads it; a row that ends inside a word ignores the
+# word's bits past its end. Elsewhere each element computes its own block,
+# with the same result.
+
+LANE_BITS = 16
+_LANE_MASK = np.uint32(2**LANE_BITS - 1)
+_LANES = 4  # lanes per Threefry block
+_BLOCKS_PER_WORD = 8
+_WORD_BITS = _LANES * _BLOCKS_PER_WORD
+
+
+def keep_threshold(rate: jax.Array) -> jax.Array:
+    """The ``uint32`` threshold ``t``: a lane is kept iff it is at least ``t``.
+
+    ``t = round(rate * 2**16)``, so the drop probability is ``t / 2**16``,
+    within ``2**-17`` of the float32 rate; ``t = 2**16`` (rates from ``1 -
+    2**-17``) drops everything. The transforms still scale kept units by ``1 /
+    (1 - rate)``, so ``E[y] = x * (1 - t / 2**16) / (1 - rate)``: a relative
+    bias of at most ``2**-17 / (1 - rate)``. Rates outside ``[0, 1)`` are the
+    caller's to handle.
+    """
+    scaled = jnp.floor(rate.astype(jnp.float32) * np.float32(2**LANE_BITS) + np.float32(0.5))
+    return jnp.clip(scaled, 0, 2**LANE_BITS).astype(jnp.uint32)
+
+
 def _lane_bits(
     key_words: tuple[jax.Array, jax.Array], shape: tuple[int, ...], sharding: Sharding
 ) -> jax.Array:
     """Each element's 16-bit lane, one Threefry block per element (any shape)."""
     column = _axis_iota(shape, len(shape) - 1, sharding)
-    injected = (
-        _keyed_index(key_words[0], shape, sharding, len(shape) - 1),
-        jnp.broadcast_to((column >> np.uint32(2)) + key_words[1], shape, out_sharding=sharding),
-    )
-    word0, word1 = _threefry2x32(key_words, injected, MASK_ROUNDS)
+    injected = _block_counters(key_words, shape, column >> np.uint32(2), sharding)
+    word0, word1 = _threefry2x32(key_words, injected, ROUNDS)
     lane = column & np.uint32(_LANES - 1)
     word = jnp.where(lane < 2, word0, word1)
     return (word >> (np.uint32(LANE_BITS) * (lane & np.uint32(1)))) & _LANE_MASK
@@ -269,7 +300,7 @@ def _packed_keep(
         # a constant (see _keyed_index).
         column = key_words[1] + (word * np.uint32(_BLOCKS_PER_WORD) + np.uint32(block))
         second = jnp.broadcast_to(column, word_shape, out_sharding=sharding)
-        word0, word1 = _threefry2x32(key_words, (first, second), MASK_ROUNDS)
+        word0, word1 = _threefry2x32(key_words, (first, second), ROUNDS)
         lanes = (word0 & _LANE_MASK, word0 >> LANE_BITS, word1 & _LANE_MASK, word1 >> LANE_BITS)
         for lane, bits in enumerate(lanes):
             kept = (bits >= threshold).astype(jnp.uint32)
@@ -279,7 +310,7 @@ def _packed_keep(
     # not duplicate an integer division by a value it cannot prove constant,
     # so dividing by such a value, always 1, makes the words one buffer of
     # 1/8 byte per element, computed once.
-    packed = jax.lax.div(packed, jnp.minimum(key_words[0], np.uint32(1)) | np.uint32(1))
+    packed = jax.lax.div(packed, _opaque_one(key_words))
     bit = jax.lax.broadcasted_iota(jnp.uint32, (1,) * (last + 1) + (_WORD_BITS,), last + 1)
     kept = ((packed[..., None] >> bit) & np.uint32(1)).astype(bool)
     kept = kept.reshape((*shape[:-1], words * _WORD_BITS), out_sharding=sharding)
@@ -292,18 +323,15 @@ def _keep_bits(
     """Boolean ``lane >= threshold`` for every element of ``shape`` (see the section comment)."""
     if math.prod(shape) == 0:  # the strides of an empty shape can exceed 2**32: (0, 2**33)
         return jnp.broadcast_to(False, shape, out_sharding=sharding)
-    rows, length = math.prod(shape[:-1]), (shape[-1] if shape else 1)
-    if str(jax.random.key_impl(key)) != _THREEFRY or rows >= 2**32 or length >= 2**32:
-        # Other generators, and arrays beyond the 64-bit counter: 32 bits per
-        # element from jax.random.bits, compared with the same 16-bit
-        # threshold in the top bits, so the keep probability is the same.
+    key_words = _hashable_key_words(key, shape)
+    if key_words is None:
+        # 32 bits per element from jax.random.bits, compared with the same
+        # 16-bit threshold in the top bits, so the keep probability is the same.
         bits = jax.random.bits(key, shape, jnp.uint32, out_sharding=sharding)
         return bits >= (threshold << np.uint32(32 - LANE_BITS))
-    key_data = jax.random.key_data(key)
-    key_words = (key_data[0], key_data[1])
     if not shape:
         return (_lane_bits(key_words, (1,), None) >= threshold).reshape(())
-    if _packs_words(shape, sharding):
+    if _packs(shape, sharding, _WORD_BITS):
         return _packed_keep(key_words, shape, threshold, sharding)
     return _lane_bits(key_words, shape, sharding) >= threshold
 
@@ -321,22 +349,21 @@ def draw_keep_mask(
 
     One value is drawn per position of the shape with ``broadcast_dims`` set to
     1, then broadcast. A rate of 1, or one outside ``[0, 1)`` (or NaN), drops
-    everything. ``out_sharding`` is the sharding of the mask (see
-    :func:`random_bits`); it may shard a broadcast axis.
+    everything. ``out_sharding`` is the sharding of the mask (e.g.
+    ``jax.typeof(x).sharding``); it may shard a broadcast axis. It places the
+    counters, so that on a mesh with explicit axes each device hashes only its
+    own shard; with automatic axes the partitioner does the same by
+    propagation. The values do not depend on it.
     """
     mask_shape = tuple(1 if axis in broadcast_dims else n for axis, n in enumerate(shape))
     rate = jnp.asarray(rate, jnp.float32)
-    # Axes of length 1 do not count: the values are those of the mask shape
-    # without them, so (32, 1, 1) draws what (32,) draws.
-    units = tuple(axis for axis, n in enumerate(mask_shape) if n != 1)
-    unit_shape = tuple(mask_shape[axis] for axis in units)
-    unit_sharding = _select_axes(replicated_along(out_sharding, broadcast_dims), units)
-    kept = _keep_bits(key, unit_shape, keep_threshold(rate), unit_sharding)
-    kept = kept & (rate >= 0) & (rate < 1)
-    mask_sharding = replicated_along(
-        out_sharding, tuple(sorted(set(range(len(shape))) - set(units)))
+    threshold = keep_threshold(rate)
+    kept = _over_units(
+        lambda units, sharding: _keep_bits(key, units, threshold, sharding),
+        mask_shape,
+        replicated_along(out_sharding, broadcast_dims),
     )
-    kept = jnp.reshape(kept, mask_shape, out_sharding=mask_sharding)
+    kept = kept & (rate >= 0) & (rate < 1)
     return jnp.broadcast_to(kept, shape, out_sharding=out_sharding)
 
 
@@ -347,18 +374,123 @@ def _select_axes(sharding: Sharding, axes: tuple[int, ...]) -> Sharding:
     )
 
 
+# --- Gaussian noise --------------------------------------------------------------------
+#
+# One block gives two N(0, 1) samples by the Box-Muller transform (Box and
+# Muller 1958): word 0 gives a radius sqrt(-2 log u) with u uniform on (0, 1],
+# word 1 an angle theta uniform on the circle, and the samples are the point's
+# coordinates r cos(theta) and r sin(theta), which are independent. Element (r,
+# c) takes coordinate c % 2 of block (r, c // 2).
+#
+# u = (k + 1/2) 2**-31 for the top 31 bits k of word 0, so the radius reaches
+# sqrt(64 ln 2) = 6.66 and the tail is fine-grained: u is exact in float32 for
+# k < 2**23, which covers every radius above 2.5. (Inverting the normal's CDF
+# from 23 bits, as jax.random.normal does, stops at 5.3.) The angle has all 32
+# bits of word 1.
+#
+# Where the last axis allows it (_packs with groups of 2), each block's two
+# samples are computed once and kept as one complex64 element, 4 bytes per
+# sample, which the consumer reads; elsewhere each element computes its own
+# block and keeps one coordinate, with the same result.
+
+_PAIR = 2
+
+
+def _taylor(square: jax.Array, powers: range) -> jax.Array:
+    """The sum over ``powers`` of ``(-1)**(p // 2) x**p / p!`` in ``square = x**2``, by Horner.
+
+    ``powers`` runs down by 2 and ends at 0 (cosine) or 1 (sine over ``x``).
+    """
+    coefficients = [np.float32((-1) ** (p // 2) / math.factorial(p)) for p in powers]
+    value = square * coefficients[0] + coefficients[1]
+    for coefficient in coefficients[2:]:
+        value = value * square + coefficient
+    return value
+
+
+def _sin_cos(angle: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``sin`` and ``cos`` of float32 angles in ``[-pi/4, pi/4]``, by Taylor polynomials.
+
+    The first omitted terms, ``(pi/4)**11 / 11!`` and ``(pi/4)**12 / 12!``, are
+    below 2e-9, far under float32's rounding.
+    """
+    square = angle * angle
+    return angle * _taylor(square, range(9, 0, -2)), _taylor(square, range(10, -1, -2))
+
+
+def _box_muller(word0: jax.Array, word1: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The two float32 samples, ``r cos(theta)`` and ``r sin(theta)``, of each block."""
+    top = (word0 >> np.uint32(1)).astype(jnp.int32)
+    uniform = top.astype(jnp.float32) * np.float32(2**-31) + np.float32(2**-32)
+    radius = jnp.sqrt(np.float32(-2) * jnp.log(uniform))
+    # theta = 2 pi word1 / 2**32 = (quarter + offset / 2**30) pi / 2, with the
+    # nearest quarter turn and an offset in [-2**29, 2**29).
+    shifted = word1 + np.uint32(2**29)
+    quarter = shifted >> np.uint32(30)
+    offset = (shifted & np.uint32(2**30 - 1)).astype(jnp.int32) - np.int32(2**29)
+    sine, cosine = _sin_cos(offset.astype(jnp.float32) * np.float32(math.pi / 2**31))
+    # Turning by a quarter maps (cos, sin) to (-sin, cos).
+    odd = (quarter & np.uint32(1)) == 1
+    across, up = jnp.where(odd, sine, cosine), jnp.where(odd, cosine, sine)
+    across = jnp.where(((quarter + np.uint32(1)) & np.uint32(2)) != 0, -across, across)
+    up = jnp.where((quarter & np.uint32(2)) != 0, -up, up)
+    return radius * across, radius * up
+
+
+def _pair_normals(
+    key_words: tuple[jax.Array, jax.Array], shape: tuple[int, ...], sharding: Sharding
+) -> jax.Array:
+    """The samples through pairs made once (the last one of a row may be cut short)."""
+    pairs = -(-shape[-1] // _PAIR)
+    pair_shape = (*shape[:-1], pairs)
+    last = len(pair_shape) - 1
+    injected = _block_counters(
+        key_words, pair_shape, _axis_iota(pair_shape, last, sharding), sharding
+    )
+    across, up = _box_muller(*_threefry2x32(key_words, injected, ROUNDS))
+    # XLA would fuse the pairs into the consumer, which reads each pair twice,
+    # and hash every block twice. It does not duplicate a complex division,
+    # so dividing by an opaque 1 (exactly: the imaginary part of the divisor
+    # is 0) keeps the pairs as one buffer computed once.
+    pair = jax.lax.complex(across, up) / _opaque_one(key_words).astype(jnp.complex64)
+    both = jnp.broadcast_to(pair[..., None], (*pair_shape, _PAIR))
+    coordinate = jax.lax.broadcasted_iota(jnp.uint32, (1,) * len(pair_shape) + (_PAIR,), last + 1)
+    samples = jnp.where(coordinate == 0, jnp.real(both), jnp.imag(both))
+    samples = samples.reshape((*shape[:-1], pairs * _PAIR), out_sharding=sharding)
+    return jax.lax.slice_in_dim(samples, 0, shape[-1], axis=last)
+
+
+def _own_normals(
+    key_words: tuple[jax.Array, jax.Array], shape: tuple[int, ...], sharding: Sharding
+) -> jax.Array:
+    """The samples, each element hashing its own pair's block (any shape)."""
+    column = _axis_iota(shape, len(shape) - 1, sharding)
+    injected = _block_counters(key_words, shape, column >> np.uint32(1), sharding)
+    across, up = _box_muller(*_threefry2x32(key_words, injected, ROUNDS))
+    return jnp.where((column & np.uint32(1)) == 0, across, up)
+
+
+def _normals(key: jax.Array, shape: tuple[int, ...], sharding: Sharding) -> jax.Array:
+    """float32 N(0, 1) samples for every element of ``shape`` (see the section comment)."""
+    if math.prod(shape) == 0:  # the strides of an empty shape can exceed 2**32: (0, 2**33)
+        return jnp.zeros(shape, jnp.float32, out_sharding=sharding)
+    key_words = _hashable_key_words(key, shape)
+    if key_words is None:
+        return jax.random.normal(key, shape, jnp.float32, out_sharding=sharding)
+    if not shape:
+        return _own_normals(key_words, (1,), None).reshape(())
+    if _packs(shape, sharding, _PAIR):
+        return _pair_normals(key_words, shape, sharding)
+    return _own_normals(key_words, shape, sharding)
+
+
 def standard_normal(
     key: jax.Array, shape: tuple[int, ...], out_sharding: Sharding = None
 ) -> jax.Array:
-    """float32 N(0, 1) samples equal to ``jax.random.normal(key, shape)``.
+    """float32 N(0, 1) samples of ``shape`` (see the section comment).
 
-    The inverse-CDF method: 23 random mantissa bits give a uniform number on
-    ``(-1, 1)``, and ``sqrt(2) * erfinv(u)`` maps it to a standard normal.
-    ``out_sharding`` places the samples, as in :func:`random_bits`.
+    Axes of length 1 do not count. ``out_sharding`` places the samples, as in
+    :func:`draw_keep_mask`. Keys of other implementations, and arrays beyond
+    the counter, draw ``jax.random.normal(key, shape)``.
     """
-    bits = random_bits(key, shape, out_sharding)
-    one_bits = np.float32(1.0).view(np.uint32)
-    unit = jax.lax.bitcast_convert_type((bits >> np.uint32(9)) | one_bits, jnp.float32) - 1
-    low = np.nextafter(np.float32(-1), np.float32(0))
-    uniform = jnp.maximum(low, unit * (np.float32(1) - low) + low)
-    return np.float32(np.sqrt(2)) * jax.lax.erf_inv(uniform)
+    return _over_units(lambda units, sharding: _normals(key, units, sharding), shape, out_sharding)

@@ -59,7 +59,7 @@ COLLECTIVES = (
     "reduce-scatter",
     "collective-broadcast",
 )
-_ARRAY_SHAPE = re.compile(r"\b(?:pred|[suf]\d+|bf16|f8\w*)\[([0-9,]*)\]")
+_ARRAY_SHAPE = re.compile(r"\b(?:pred|[sufc]\d+|bf16|f8\w*)\[([0-9,]*)\]")
 _SCHEDULE = optax.linear_schedule(0.5, 0.0, transition_steps=100)
 
 
@@ -79,9 +79,10 @@ class Case:
     # Relative tolerance of the comparison with the unsharded call: 0 (bit for
     # bit) but for matrix products, whose per-device sums may round otherwise.
     rtol: float = 0.0
-    # The per-device shape of the packed mask words, where the case must use
-    # them (one uint32 per 32 elements, computed by a fusion of their own).
-    words: tuple[int, ...] | None = None
+    # The dtype and per-device shape of what neighbours share, where the case
+    # must make it once, by a fusion of its own: packed mask words ("u32", one
+    # per 32 elements) or noise pairs ("c64", one per 2 elements).
+    made_once: tuple[str, tuple[int, ...]] | None = None
 
 
 def _loss_grad(dropout: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
@@ -166,12 +167,12 @@ CASES: dict[str, Case] = {
     "inverted_dropout_packed_words": Case(
         lambda k, x: dx.inverted_dropout(k, x, 0.3),
         shape=(16, 512),
-        words=(4, 8),
+        made_once=("u32", (4, 8)),
     ),
     "grad_inverted_dropout_packed_words": Case(
         lambda k, x: _loss_grad(lambda x: dx.inverted_dropout(k, x, 0.3))(x),
         shape=(16, 512),
-        words=(4, 8),
+        made_once=("u32", (4, 8)),
     ),
     "inverted_dropout_words_split_between_devices": Case(
         lambda k, x: dx.inverted_dropout(k, x, 0.3), shape=(8, 96)
@@ -187,6 +188,27 @@ CASES: dict[str, Case] = {
         shape=(8, 200),
         spec=("data", None),
         local_elements=2 * 224,
+    ),
+    # Noise takes two samples from a block, the same way: pairs made once
+    # where each device holds whole pairs (128 per device's row at (16,
+    # 512)), one block per element where a device holds 51 elements of a row,
+    # and, with explicit axes, pairs cut short at the end of rows of 201.
+    "gaussian_noise_pairs": Case(
+        lambda k, x: dx.gaussian_noise(k, x, 0.5), shape=(16, 512), made_once=("c64", (4, 128))
+    ),
+    "grad_gaussian_dropout_pairs": Case(
+        lambda k, x: _loss_grad(lambda x: dx.gaussian_dropout(k, x, 0.3))(x),
+        shape=(16, 512),
+        made_once=("c64", (4, 128)),
+    ),
+    "gaussian_noise_pairs_split_between_devices": Case(
+        lambda k, x: dx.gaussian_noise(k, x, 0.5), shape=(8, 102)
+    ),
+    "gaussian_noise_rows_end_inside_a_pair": Case(
+        lambda k, x: dx.gaussian_noise(k, x, 0.5),
+        shape=(8, 201),
+        spec=("data", None),
+        local_elements=2 * 202,
     ),
     "grad_inverted_dropout": Case(
         lambda k, x: _loss_grad(lambda x: dx.inverted_dropout(k, x, 0.3))(x)
@@ -289,8 +311,8 @@ def check_case(kind: str, case: Case) -> None:
         y, hlo = _compile(case.fn, key, x_sharded, *extra)
     assert_sharding(y, x_sharded)
     assert_no_collectives(hlo)
-    if case.words is not None:
-        assertions.assert_fusion_makes(hlo, "u32", case.words)
+    if case.made_once is not None:
+        assertions.assert_fusion_makes(hlo, *case.made_once)
     if case.local_elements is None:
         assert_local_only(hlo, x_sharded.addressable_shards[0].data.shape)
     else:

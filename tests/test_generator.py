@@ -1,16 +1,18 @@
-"""The keep-mask generator: its exact guarantees and its statistical quality.
+"""The generators of keep masks and of noise: exact guarantees and statistical quality.
 
-One Threefry-2x32 block serves four neighbouring units along the last axis,
-16 bits each (``dropoutx.keep_mask``'s docstring has the definition, and
-``tests/test_core.py`` checks the masks against it bit for bit). These tests
-look for what sharing a block could break.
+One Threefry-2x32 block serves four neighbouring units of a mask along the
+last axis, 16 bits each, and two neighbouring samples of noise
+(``dropoutx.keep_mask``'s docstring and ``dropoutx._random`` have the
+definitions, and ``tests/test_core.py`` checks both against a numpy
+reference). These tests look for what sharing a block could break.
 
 Exact properties get exact tests. Each statistical check compares a statistic
-with its distribution when the units are independent Bernoulli(keep) draws,
+with its distribution when the units are independent: Bernoulli(keep) draws,
 ``keep = 1 - round(rate * 2**16) / 2**16`` (the generator's own keep
-probability), and fails beyond 5 standard errors: a two-sided normal tail of
-5.7e-7 per check. A chi-square check fails below a p-value of 1e-6. The test
-with the most checks makes 256 (64 offsets, 2 axes, 2 shapes), so a correct
+probability), or standard normal samples. It fails beyond 5 standard errors:
+a two-sided normal tail of 5.7e-7 per check. A chi-square check fails below a
+p-value of 1e-6. The test with the most checks makes 256 (64 offsets, 2 axes,
+and 2 shapes of masks or both samples and squares of noise), so a correct
 generator fails it spuriously with probability below 1.5e-4; the keys are
 fixed, so the suite is reproducible.
 """
@@ -200,3 +202,117 @@ def test_vmapped_keys_give_independent_masks() -> None:
     for i in range(8):
         for j in range(i + 1, 8):
             _assert_uncorrelated(z[i], z[j], f"vmapped keys {i} and {j}")
+
+
+# --- noise -----------------------------------------------------------------------------
+#
+# (1024, 1024) goes through whole pairs, (1000, 999) through pairs of which the
+# last in each row is cut short.
+NOISE_SHAPES = [(1024, 1024), (1000, 999)]
+
+
+def _noise(key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
+    return np.asarray(_random.standard_normal(key, shape), np.float64)
+
+
+def _squares(z: np.ndarray) -> np.ndarray:
+    """``(z**2 - 1) / sqrt(2)``: mean 0 and variance 1 for a standard normal ``z``.
+
+    Samples of one block share its radius: a dependence there shows in the
+    squares, not in the samples themselves.
+    """
+    return (z * z - 1) / math.sqrt(2)
+
+
+@pytest.mark.parametrize("shape", NOISE_SHAPES)
+def test_noise_has_the_moments_and_tail_of_a_standard_normal(shape: tuple[int, ...]) -> None:
+    """Mean, variance and fourth moment, and the counts beyond 3 and 4 sigma."""
+    z = _noise(KEY, shape)
+    n = z.size
+    _assert_near(float(z.mean()), 0.0, 1 / math.sqrt(n), "mean")
+    _assert_near(float(np.mean(z * z)), 1.0, math.sqrt(2 / n), "variance")
+    # z**4 has mean 3 and variance 105 - 9 = 96.
+    _assert_near(float(np.mean(z**4)), 3.0, math.sqrt(96 / n), "fourth moment")
+    for bound in (3.0, 4.0):
+        p = 2 * stats.norm.sf(bound)
+        beyond = float(np.mean(np.abs(z) > bound))
+        _assert_near(beyond, p, math.sqrt(p * (1 - p) / n), f"fraction beyond {bound}")
+
+
+@pytest.mark.parametrize("shape", NOISE_SHAPES)
+def test_the_two_samples_of_a_block_are_independent(shape: tuple[int, ...]) -> None:
+    z = _noise(KEY, shape)
+    usable = shape[1] - shape[1] % 2
+    first, second = z[:, 0:usable:2], z[:, 1:usable:2]
+    _assert_uncorrelated(first, second, "samples")
+    _assert_uncorrelated(_squares(first), _squares(second), "squares")
+    # Their joint quadrant, and their joint quartiles: 4 and 16 equally likely states.
+    for edges in ([0.0], list(stats.norm.ppf([0.25, 0.5, 0.75]))):
+        states = len(edges) + 1
+        codes = np.digitize(first, edges) * states + np.digitize(second, edges)
+        observed = np.bincount(codes.ravel(), minlength=states**2)
+        p_value = stats.chisquare(observed).pvalue
+        assert p_value > 1e-6, f"{states} bins: p = {p_value}"
+
+
+@pytest.mark.parametrize("shape", NOISE_SHAPES)
+def test_noise_neighbours_are_uncorrelated_at_offsets_1_to_64_along_each_axis(
+    shape: tuple[int, ...],
+) -> None:
+    z = _noise(KEY, shape)
+    for name, values in {"samples": z, "squares": _squares(z)}.items():
+        for offset in range(1, 65):
+            a, b = values[:, :-offset], values[:, offset:]
+            _assert_uncorrelated(a, b, f"{name}, offset {offset} along axis 1")
+            _assert_uncorrelated(values[:-offset], values[offset:], f"{name}, offset {offset}")
+
+
+@pytest.mark.parametrize("shape", NOISE_SHAPES)
+@pytest.mark.parametrize("size", [4, 8])
+def test_groups_of_noise_neighbours_take_every_sign_pattern_equally(
+    shape: tuple[int, ...], size: int
+) -> None:
+    """A chi-square test of the ``2**size`` sign patterns of ``size`` neighbours.
+
+    Groups run along the last axis, aligned with the pairs (start 0) and
+    straddling them (start 1), and along the first axis.
+    """
+    signs = (_noise(KEY, shape) > 0).astype(np.int64)
+    for layout, units in {"last": signs, "last, from 1": signs[:, 1:], "first": signs.T}.items():
+        usable = units.shape[1] - units.shape[1] % size
+        codes = units[:, :usable].reshape(-1, size) @ (1 << np.arange(size))
+        observed = np.bincount(codes, minlength=2**size)
+        p_value = stats.chisquare(observed).pvalue
+        assert p_value > 1e-6, f"{layout} axis: groups of {size}, p = {p_value}"
+
+
+def test_noise_of_related_keys_is_independent() -> None:
+    """Same positions, and positions one row or one pair apart (see the mask test)."""
+    shape = NOISE_SHAPES[1]
+    for name, (key_a, key_b) in _key_pairs().items():
+        a, b = _noise(key_a, shape), _noise(key_b, shape)
+        for what, (x, y) in {"samples": (a, b), "squares": (_squares(a), _squares(b))}.items():
+            _assert_uncorrelated(x, y, f"{name}, {what}")
+            _assert_uncorrelated(x[1:], y[:-1], f"{name}, {what}, one row apart")
+            _assert_uncorrelated(x[:, 2:], y[:, :-2], f"{name}, {what}, one pair apart")
+
+
+def test_vmapped_keys_give_independent_noise() -> None:
+    keys = jax.random.split(KEY, 8)
+    x = jnp.zeros((512, 512))
+    noise = jax.vmap(lambda key: dx.gaussian_noise(key, x, 1.0))(keys)
+    for key, values in zip(keys, noise, strict=True):  # vmap changes nothing
+        np.testing.assert_array_equal(values, dx.gaussian_noise(key, x, 1.0))
+    z = np.asarray(noise, np.float64)
+    for i in range(8):
+        for j in range(i + 1, 8):
+            _assert_uncorrelated(z[i], z[j], f"vmapped keys {i} and {j}")
+
+
+@pytest.mark.parametrize("shape", NOISE_SHAPES)
+def test_gaussian_dropout_is_unbiased(shape: tuple[int, ...]) -> None:
+    """``E[y] = x``: y = x (1 + sigma z) has mean x and standard error x sigma / sqrt(n)."""
+    rate = 0.3
+    sigma = math.sqrt(rate / (1 - rate))
+    y = dx.gaussian_dropout(KEY, jnp.full(shape, 2.0), rate)
+    _assert_near(float(y.mean()), 2.0, 2.0 * sigma / math.sqrt(math.prod(shape)), "mean")

@@ -63,9 +63,12 @@ def test_mask_is_constant_along_broadcast_dims(case: Any) -> None:
 @given(cases())
 def test_traced_and_python_rates_agree(case: Any) -> None:
     key, x, rate, dims = case
-    traced = jax.jit(lambda r: dx.inverted_dropout(key, x, r, broadcast_dims=dims))
+    # x is an argument, as in a model: closed over, it would be a constant, and
+    # XLA would fold `constant / keep` into one exact division, where for an
+    # array it multiplies by the rounded `1 / keep` (in both calls alike).
+    traced = jax.jit(lambda x, r: dx.inverted_dropout(key, x, r, broadcast_dims=dims))
     np.testing.assert_array_equal(
-        traced(jnp.float32(rate)), dx.inverted_dropout(key, x, rate, broadcast_dims=dims)
+        traced(x, jnp.float32(rate)), dx.inverted_dropout(key, x, rate, broadcast_dims=dims)
     )
 
 
