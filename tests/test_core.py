@@ -117,9 +117,11 @@ def test_keep_mask_equals_reference_bits(rate: float, shape: tuple[int, ...]) ->
     np.testing.assert_array_equal(mask, _reference_mask(KEY, shape, rate))
 
 
-def _fused_computation(hlo: str, name: str) -> str:
-    """The body of the computation ``name`` in an HLO module's text."""
-    start = hlo.index(f"%{name} (")
+def _root_fusion(hlo: str, dtype: str) -> str:
+    """The body of the fused computation that makes a compiled program's ``dtype`` output."""
+    root = re.search(rf"ROOT \S+ = {dtype}\S+ fusion\(.*calls=%([\w.]+)", hlo)
+    assert root is not None, f"no {dtype} output fusion"
+    start = hlo.index(f"%{root.group(1)} (")
     return hlo[start : hlo.index("\n}\n", start)]
 
 
@@ -134,9 +136,7 @@ def test_packed_words_are_hashed_once_into_an_eighth_byte_per_element(
     """
     hlo = jax.jit(lambda key: dx.keep_mask(key, shape, 0.3)).lower(KEY).compile().as_text()
     assertions.assert_fusion_makes(hlo, "u32", (*shape[:-1], -(-shape[-1] // 32)))
-    root = re.search(r"ROOT \S+ = pred\S+ fusion\(.*calls=%([\w.]+)", hlo)
-    assert root is not None
-    masking = _fused_computation(hlo, root.group(1))
+    masking = _root_fusion(hlo, "pred")
     assert " xor(" not in masking and " add(" not in masking, masking
 
 
@@ -235,9 +235,7 @@ def test_noise_pairs_are_made_once_into_4_bytes_per_element(shape: tuple[int, ..
     x = jnp.ones(shape)
     hlo = jax.jit(lambda key: dx.gaussian_noise(key, x, 0.5)).lower(KEY).compile().as_text()
     assertions.assert_fusion_makes(hlo, "c64", (*shape[:-1], -(-shape[-1] // 2)))
-    root = re.search(r"ROOT \S+ = f32\S+ fusion\(.*calls=%([\w.]+)", hlo)
-    assert root is not None
-    consumer = _fused_computation(hlo, root.group(1))
+    consumer = _root_fusion(hlo, "f32")
     assert " xor(" not in consumer and " log(" not in consumer, consumer
 
 
