@@ -379,12 +379,12 @@ def _select_axes(sharding: Sharding, axes: tuple[int, ...]) -> Sharding:
 # One block gives two N(0, 1) samples by the Box-Muller transform (Box and
 # Muller 1958): word 0 gives a radius sqrt(-2 log u) with u uniform on (0, 1],
 # word 1 an angle theta uniform on the circle, and the samples are the point's
-# coordinates r cos(theta) and r sin(theta), which are independent. Element (r,
-# c) takes coordinate c % 2 of block (r, c // 2).
+# coordinates r cos(theta) and r sin(theta), which are independent. Element
+# (row, c) takes coordinate c % 2 of block (row, c // 2).
 #
 # u = (k + 1/2) 2**-31 for the top 31 bits k of word 0, so the radius reaches
 # sqrt(64 ln 2) = 6.66 and the tail is fine-grained: u is exact in float32 for
-# k < 2**23, which covers every radius above 2.5. (Inverting the normal's CDF
+# k < 2**23, which covers every radius above 3.33. (Inverting the normal's CDF
 # from 23 bits, as jax.random.normal does, stops at 5.3.) The angle has all 32
 # bits of word 1.
 #
