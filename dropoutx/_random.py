@@ -232,6 +232,16 @@ def _over_units(
     return jnp.reshape(values, shape, out_sharding=replicated_along(sharding, others))
 
 
+def _spread_groups(grouped: jax.Array, shape: tuple[int, ...], sharding: Sharding) -> jax.Array:
+    """``grouped``, of shape ``shape[:-1] + (groups, g)``, laid along the last axis of ``shape``.
+
+    The last group of a row may run past the row's end: what runs past is cut off.
+    """
+    groups, group = grouped.shape[-2:]
+    spread = grouped.reshape((*shape[:-1], groups * group), out_sharding=sharding)
+    return jax.lax.slice_in_dim(spread, 0, shape[-1], axis=len(shape) - 1)
+
+
 def _opaque_one(key_words: tuple[jax.Array, jax.Array]) -> jax.Array:
     """The uint32 1, computed from the key so that XLA cannot prove it is 1."""
     return jnp.minimum(key_words[0], np.uint32(1)) | np.uint32(1)
@@ -293,14 +303,11 @@ def _packed_keep(
     word_shape = (*shape[:-1], words)
     last = len(word_shape) - 1
     word = _axis_iota(word_shape, last, sharding)
-    first = _keyed_index(key_words[0], word_shape, sharding, last)
     packed = jnp.zeros((), jnp.uint32)
     for block in range(_BLOCKS_PER_WORD):
-        # The key is added before broadcasting, so that no word-sized term is
-        # a constant (see _keyed_index).
-        column = key_words[1] + (word * np.uint32(_BLOCKS_PER_WORD) + np.uint32(block))
-        second = jnp.broadcast_to(column, word_shape, out_sharding=sharding)
-        word0, word1 = _threefry2x32(key_words, (first, second), ROUNDS)
+        group_of = word * np.uint32(_BLOCKS_PER_WORD) + np.uint32(block)
+        injected = _block_counters(key_words, word_shape, group_of, sharding)
+        word0, word1 = _threefry2x32(key_words, injected, ROUNDS)
         lanes = (word0 & _LANE_MASK, word0 >> LANE_BITS, word1 & _LANE_MASK, word1 >> LANE_BITS)
         for lane, bits in enumerate(lanes):
             kept = (bits >= threshold).astype(jnp.uint32)
@@ -312,9 +319,7 @@ def _packed_keep(
     # 1/8 byte per element, computed once.
     packed = jax.lax.div(packed, _opaque_one(key_words))
     bit = jax.lax.broadcasted_iota(jnp.uint32, (1,) * (last + 1) + (_WORD_BITS,), last + 1)
-    kept = ((packed[..., None] >> bit) & np.uint32(1)).astype(bool)
-    kept = kept.reshape((*shape[:-1], words * _WORD_BITS), out_sharding=sharding)
-    return jax.lax.slice_in_dim(kept, 0, shape[-1], axis=last)
+    return _spread_groups(((packed[..., None] >> bit) & np.uint32(1)).astype(bool), shape, sharding)
 
 
 def _keep_bits(
@@ -455,9 +460,9 @@ def _pair_normals(
     pair = jax.lax.complex(across, up) / _opaque_one(key_words).astype(jnp.complex64)
     both = jnp.broadcast_to(pair[..., None], (*pair_shape, _PAIR))
     coordinate = jax.lax.broadcasted_iota(jnp.uint32, (1,) * len(pair_shape) + (_PAIR,), last + 1)
-    samples = jnp.where(coordinate == 0, jnp.real(both), jnp.imag(both))
-    samples = samples.reshape((*shape[:-1], pairs * _PAIR), out_sharding=sharding)
-    return jax.lax.slice_in_dim(samples, 0, shape[-1], axis=last)
+    return _spread_groups(
+        jnp.where(coordinate == 0, jnp.real(both), jnp.imag(both)), shape, sharding
+    )
 
 
 def _own_normals(

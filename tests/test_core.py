@@ -50,6 +50,21 @@ TRANSFORMS: dict[str, Callable[..., jax.Array]] = {
 WITH_BROADCAST = ["inverted", "vanilla", "annealed", "gaussian_dropout"]
 
 
+def _reference_blocks(
+    key: jax.Array, shape: tuple[int, ...], group: int
+) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """The 13-round numpy blocks of ``shape``'s elements, and each element's column.
+
+    Axes of length 1 are dropped first. Element ``(row, c)`` (``row`` over the
+    leading axes) has the block at counter ``(row, c // group)``.
+    """
+    shape = tuple(n for n in shape if n != 1)
+    rows, columns = np.indices((math.prod(shape[:-1]), shape[-1] if shape else 1))
+    key_words = tuple(int(word) for word in jax.random.key_data(key))
+    words = threefry2x32(key_words, rows.ravel(), columns.ravel() // group, rounds=13)
+    return words, columns.ravel()
+
+
 def _reference_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> np.ndarray:
     """The documented mask, from a numpy Threefry-2x32 (13 rounds) and numpy indexing.
 
@@ -59,16 +74,13 @@ def _reference_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> np.n
     implementations compare the top 16 of ``jax.random.bits``.
     """
     threshold = np.floor(np.float64(np.float32(rate)) * 2**16 + 0.5)
-    full_shape, shape = shape, tuple(n for n in shape if n != 1)  # length-1 axes do not count
     if str(jax.random.key_impl(key)) != "threefry2x32":
-        bits = np.asarray(jax.random.bits(key, shape, jnp.uint32))
-        return ((bits >> 16) >= threshold).reshape(full_shape)
-    rows, columns = np.indices((math.prod(shape[:-1]), shape[-1] if shape else 1))
-    key_words = tuple(int(word) for word in jax.random.key_data(key))
-    word0, word1 = threefry2x32(key_words, rows.ravel(), columns.ravel() // 4, rounds=13)
-    lane = columns.ravel() % 4
+        bits = np.asarray(jax.random.bits(key, tuple(n for n in shape if n != 1), jnp.uint32))
+        return ((bits >> 16) >= threshold).reshape(shape)
+    (word0, word1), columns = _reference_blocks(key, shape, 4)
+    lane = columns % 4
     value = (np.where(lane < 2, word0, word1) >> (16 * (lane % 2))) & 0xFFFF
-    return (value >= threshold).reshape(full_shape)
+    return (value >= threshold).reshape(shape)
 
 
 # Random123's known-answer vectors (tests/kat_vectors in its distribution):
@@ -166,13 +178,10 @@ def _reference_noise(key: jax.Array, shape: tuple[int, ...]) -> tuple[np.ndarray
     Axes of length 1 are dropped first. Element ``(row, c)`` takes sample ``c
     % 2`` of the 13-round block at counter ``(row, c // 2)``.
     """
-    full_shape, shape = shape, tuple(n for n in shape if n != 1)
-    rows, columns = np.indices((math.prod(shape[:-1]), shape[-1] if shape else 1))
-    key_words = tuple(int(word) for word in jax.random.key_data(key))
-    words = threefry2x32(key_words, rows.ravel(), columns.ravel() // 2, rounds=13)
+    words, columns = _reference_blocks(key, shape, 2)
     samples, radius = _reference_normal(words)
-    chosen = samples[columns.ravel() % 2, np.arange(columns.size)]
-    return chosen.reshape(full_shape), radius.reshape(full_shape)
+    chosen = samples[columns % 2, np.arange(columns.size)]
+    return chosen.reshape(shape), radius.reshape(shape)
 
 
 # Not bit for bit: float32 evaluates the logarithm, the square root and the

@@ -65,6 +65,32 @@ def _assert_uncorrelated(a: np.ndarray, b: np.ndarray, what: str) -> None:
     _assert_near(float(np.mean(a * b)), 0.0, 1 / math.sqrt(a.size), what)
 
 
+def _assert_groups_take_their_states(
+    layouts: dict[str, np.ndarray], size: int, probabilities: np.ndarray
+) -> None:
+    """A chi-square test of the joint states of ``size`` neighbours along each layout's rows.
+
+    ``layouts`` holds 0/1 units, their rows cut into groups of ``size``;
+    ``probabilities`` is each of the ``2**size`` states' probability under
+    independence (bit ``i`` of a state is the group's unit ``i``).
+    """
+    for layout, units in layouts.items():
+        usable = units.shape[1] - units.shape[1] % size
+        codes = units[:, :usable].reshape(-1, size) @ (1 << np.arange(size))
+        observed = np.bincount(codes, minlength=2**size)
+        expected = probabilities * len(codes)
+        assert expected.min() >= 5, "too few groups for the chi-square approximation"
+        p_value = stats.chisquare(observed, expected).pvalue
+        assert p_value > 1e-6, f"{layout}: groups of {size}, p = {p_value}"
+
+
+def _assert_pairwise_uncorrelated(values: np.ndarray, what: str) -> None:
+    """Every two of ``values``'s leading entries are uncorrelated."""
+    for i in range(len(values)):
+        for j in range(i + 1, len(values)):
+            _assert_uncorrelated(values[i], values[j], f"{what} {i} and {j}")
+
+
 # --- exact -----------------------------------------------------------------------------
 
 
@@ -136,23 +162,10 @@ def test_groups_of_neighbours_take_every_joint_state_at_its_probability(
     """
     keep = _keep(rate)
     mask = np.asarray(dx.keep_mask(KEY, shape, rate), np.int64)
-    states = np.arange(2**size)
-    ones = np.array([bin(state).count("1") for state in states])
+    ones = np.array([bin(state).count("1") for state in range(2**size)])
     probabilities = keep**ones * (1 - keep) ** (size - ones)
-    layouts = {
-        "last axis": mask,
-        "last axis, from 2": mask[:, 2:],
-        "first axis": mask.T,
-    }
-    for layout, units in layouts.items():
-        usable = units.shape[1] - units.shape[1] % size
-        groups = units[:, :usable].reshape(-1, size)
-        codes = groups @ (1 << np.arange(size))
-        observed = np.bincount(codes, minlength=2**size)
-        expected = probabilities * len(codes)
-        assert expected.min() >= 5, "too few groups for the chi-square approximation"
-        p_value = stats.chisquare(observed, expected).pvalue
-        assert p_value > 1e-6, f"{layout}: groups of {size}, p = {p_value}"
+    layouts = {"last axis": mask, "last axis, from 2": mask[:, 2:], "first axis": mask.T}
+    _assert_groups_take_their_states(layouts, size, probabilities)
 
 
 def _key_pairs() -> dict[str, tuple[jax.Array, jax.Array]]:
@@ -198,10 +211,7 @@ def test_vmapped_keys_give_independent_masks() -> None:
     masks = jax.vmap(lambda key: dx.keep_mask(key, (512, 512), 0.5))(keys)
     for key, mask in zip(keys, masks, strict=True):  # vmap changes nothing
         np.testing.assert_array_equal(mask, dx.keep_mask(key, (512, 512), 0.5))
-    z = _standardised(masks, 0.5)
-    for i in range(8):
-        for j in range(i + 1, 8):
-            _assert_uncorrelated(z[i], z[j], f"vmapped keys {i} and {j}")
+    _assert_pairwise_uncorrelated(_standardised(masks, 0.5), "vmapped keys")
 
 
 # --- noise -----------------------------------------------------------------------------
@@ -278,12 +288,8 @@ def test_groups_of_noise_neighbours_take_every_sign_pattern_equally(
     straddling them (start 1), and along the first axis.
     """
     signs = (_noise(KEY, shape) > 0).astype(np.int64)
-    for layout, units in {"last": signs, "last, from 1": signs[:, 1:], "first": signs.T}.items():
-        usable = units.shape[1] - units.shape[1] % size
-        codes = units[:, :usable].reshape(-1, size) @ (1 << np.arange(size))
-        observed = np.bincount(codes, minlength=2**size)
-        p_value = stats.chisquare(observed).pvalue
-        assert p_value > 1e-6, f"{layout} axis: groups of {size}, p = {p_value}"
+    layouts = {"last axis": signs, "last axis, from 1": signs[:, 1:], "first axis": signs.T}
+    _assert_groups_take_their_states(layouts, size, np.full(2**size, 2.0**-size))
 
 
 def test_noise_of_related_keys_is_independent() -> None:
@@ -303,10 +309,7 @@ def test_vmapped_keys_give_independent_noise() -> None:
     noise = jax.vmap(lambda key: dx.gaussian_noise(key, x, 1.0))(keys)
     for key, values in zip(keys, noise, strict=True):  # vmap changes nothing
         np.testing.assert_array_equal(values, dx.gaussian_noise(key, x, 1.0))
-    z = np.asarray(noise, np.float64)
-    for i in range(8):
-        for j in range(i + 1, 8):
-            _assert_uncorrelated(z[i], z[j], f"vmapped keys {i} and {j}")
+    _assert_pairwise_uncorrelated(np.asarray(noise, np.float64), "vmapped keys")
 
 
 @pytest.mark.parametrize("shape", NOISE_SHAPES)
