@@ -28,8 +28,8 @@ Among the methods, ``previous generator`` is dropoutx's mask before issue 11
 gain of today's generator (one 13-round block shared by four elements) is
 measured in the same run; ``previous noise`` and ``dropoutx.gaussian_dropout``
 do the same for Gaussian dropout's noise (before: ``jax.random.normal``'s
-20-round block and inverse CDF per element; now: one 13-round block and a
-Box-Muller transform per two elements).
+20-round block and inverse CDF per element; now: a 13-round block and a
+Box-Muller transform per element).
 
 It then checks the targets of issues 4 and 11, prints PASS or FAIL for each,
 and prints the results as markdown, naming the machine and the versions, which
@@ -78,7 +78,7 @@ BERNOULLI = "bernoulli + where"
 TORCH = "torch F.dropout (eager)"
 PREVIOUS = "previous generator (1 block/element)"
 GAUSSIAN = "dropoutx.gaussian_dropout"
-PREVIOUS_NOISE = "previous noise (1 block/element)"
+PREVIOUS_NOISE = "previous noise (20 rounds, inverse CDF)"
 
 MODES = ("forward", "gradient", "vjp")
 MODE_TITLES = {

@@ -66,8 +66,8 @@ def gaussian_dropout(
     ``eps ~ N(0, 1)``; at inference ``y = x``. The multiplier has the mean (1)
     and variance (``rate / (1 - rate)``) of inverted dropout's ``mask / (1 -
     rate)``, as in Srivastava et al. (2014, section 10). The noise is drawn in
-    float32, two neighbouring samples along the last axis from one 13-round
-    Threefry-2x32 block by the Box-Muller transform (``docs/masks.md``); it
+    float32, each sample from its own 13-round Threefry-2x32 block by the
+    Box-Muller transform (``docs/masks.md``); it
     does not depend on ``jax_threefry_partitionable``, and is not
     ``jax.random.normal``'s. The product is computed in float32 (float64 for
     float64 input) and rounded once; in float16 a result beyond 65504 becomes

@@ -2,16 +2,15 @@
 
 Both generators below are the 13-round Threefry-2x32 hash (Salmon et al.
 2011, "Parallel random numbers: as easy as 1, 2, 3") of a counter under the
-key, written with plain ``jnp`` integer operations over iota counters, one
-64-bit block shared by neighbours along the last axis (see the section
-comments). Under SPMD each shard computes its own counters without
+key, written with plain ``jnp`` integer operations over iota counters (see
+the section comments). Under SPMD each shard computes its own counters without
 communication. Neither depends on ``jax_threefry_partitionable``.
 
 - Keep masks (:func:`draw_keep_mask`) take four 16-bit lanes from a block,
   for four neighbouring elements: about a sixth of the hashing of one
   20-round block per element, as ``jax.random.bits``.
-- Noise (:func:`standard_normal`) takes two normal samples from a block by
-  the Box-Muller transform, for two neighbouring elements.
+- Noise (:func:`standard_normal`) takes one normal sample from each
+  element's own block, by the Box-Muller transform.
 
 Keys of other implementations (rbg, unsafe_rbg, philox, threefry4x32), and
 shapes beyond the counters, use ``jax.random`` itself.
@@ -381,24 +380,21 @@ def _select_axes(sharding: Sharding, axes: tuple[int, ...]) -> Sharding:
 
 # --- Gaussian noise --------------------------------------------------------------------
 #
-# One block gives two N(0, 1) samples by the Box-Muller transform (Box and
-# Muller 1958): word 0 gives a radius sqrt(-2 log u) with u uniform on (0, 1],
-# word 1 an angle theta uniform on the circle, and the samples are the point's
-# coordinates r cos(theta) and r sin(theta), which are independent. Element
-# (row, c) takes coordinate c % 2 of block (row, c // 2).
+# Each element takes one block, at the counter (row, column), and one N(0, 1)
+# sample from it by the Box-Muller transform (Box and Muller 1958): word 0
+# gives a radius sqrt(-2 log u) with u uniform on (0, 1], word 1 an angle
+# theta uniform on the circle, and the sample is r cos(theta). Nothing is
+# shared between elements, so the noise fuses into whatever consumes it with
+# nothing kept in memory. (Taking both coordinates, r sin(theta) for the
+# neighbour, halves the hashing but needs the pair kept as a buffer of 4
+# bytes per element, since XLA's CPU fusions have one output each: faster in
+# cache, slower above it; benchmarks/README.md has the figures.)
 #
 # u = (k + 1/2) 2**-31 for the top 31 bits k of word 0, so the radius reaches
 # sqrt(64 ln 2) = 6.66 and the tail is fine-grained: u is exact in float32 for
 # k < 2**23, which covers every radius above 3.33. (Inverting the normal's CDF
 # from 23 bits, as jax.random.normal does, stops at 5.3.) The angle has all 32
 # bits of word 1.
-#
-# Where the last axis allows it (_packs with groups of 2), each block's two
-# samples are computed once and kept as one complex64 element, 4 bytes per
-# sample, which the consumer reads; elsewhere each element computes its own
-# block and keeps one coordinate, with the same result.
-
-_PAIR = 2
 
 
 def _taylor(square: jax.Array, powers: range) -> jax.Array:
@@ -423,8 +419,8 @@ def _sin_cos(angle: jax.Array) -> tuple[jax.Array, jax.Array]:
     return angle * _taylor(square, range(9, 0, -2)), _taylor(square, range(10, -1, -2))
 
 
-def _box_muller(word0: jax.Array, word1: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The two float32 samples, ``r cos(theta)`` and ``r sin(theta)``, of each block."""
+def _box_muller(word0: jax.Array, word1: jax.Array) -> jax.Array:
+    """The float32 sample ``r cos(theta)`` of each block."""
     top = (word0 >> np.uint32(1)).astype(jnp.int32)
     uniform = top.astype(jnp.float32) * np.float32(2**-31) + np.float32(2**-32)
     radius = jnp.sqrt(np.float32(-2) * jnp.log(uniform))
@@ -434,45 +430,10 @@ def _box_muller(word0: jax.Array, word1: jax.Array) -> tuple[jax.Array, jax.Arra
     quarter = shifted >> np.uint32(30)
     offset = (shifted & np.uint32(2**30 - 1)).astype(jnp.int32) - np.int32(2**29)
     sine, cosine = _sin_cos(offset.astype(jnp.float32) * np.float32(math.pi / 2**31))
-    # Turning by a quarter maps (cos, sin) to (-sin, cos).
-    odd = (quarter & np.uint32(1)) == 1
-    across, up = jnp.where(odd, sine, cosine), jnp.where(odd, cosine, sine)
+    # cos(theta) for quarter turns 0, 1, 2, 3: cos, -sin, -cos, sin of the offset.
+    across = jnp.where((quarter & np.uint32(1)) == 1, sine, cosine)
     across = jnp.where(((quarter + np.uint32(1)) & np.uint32(2)) != 0, -across, across)
-    up = jnp.where((quarter & np.uint32(2)) != 0, -up, up)
-    return radius * across, radius * up
-
-
-def _pair_normals(
-    key_words: tuple[jax.Array, jax.Array], shape: tuple[int, ...], sharding: Sharding
-) -> jax.Array:
-    """The samples through pairs made once (the last one of a row may be cut short)."""
-    pairs = -(-shape[-1] // _PAIR)
-    pair_shape = (*shape[:-1], pairs)
-    last = len(pair_shape) - 1
-    injected = _block_counters(
-        key_words, pair_shape, _axis_iota(pair_shape, last, sharding), sharding
-    )
-    across, up = _box_muller(*_threefry2x32(key_words, injected, ROUNDS))
-    # XLA would fuse the pairs into the consumer, which reads each pair twice,
-    # and hash every block twice. It does not duplicate a complex division,
-    # so dividing by an opaque 1 (exactly: the imaginary part of the divisor
-    # is 0) keeps the pairs as one buffer computed once.
-    pair = jax.lax.complex(across, up) / _opaque_one(key_words).astype(jnp.complex64)
-    both = jnp.broadcast_to(pair[..., None], (*pair_shape, _PAIR))
-    coordinate = jax.lax.broadcasted_iota(jnp.uint32, (1,) * len(pair_shape) + (_PAIR,), last + 1)
-    return _spread_groups(
-        jnp.where(coordinate == 0, jnp.real(both), jnp.imag(both)), shape, sharding
-    )
-
-
-def _own_normals(
-    key_words: tuple[jax.Array, jax.Array], shape: tuple[int, ...], sharding: Sharding
-) -> jax.Array:
-    """The samples, each element hashing its own pair's block (any shape)."""
-    column = _axis_iota(shape, len(shape) - 1, sharding)
-    injected = _block_counters(key_words, shape, column >> np.uint32(1), sharding)
-    across, up = _box_muller(*_threefry2x32(key_words, injected, ROUNDS))
-    return jnp.where((column & np.uint32(1)) == 0, across, up)
+    return radius * across
 
 
 def _normals(key: jax.Array, shape: tuple[int, ...], sharding: Sharding) -> jax.Array:
@@ -483,10 +444,10 @@ def _normals(key: jax.Array, shape: tuple[int, ...], sharding: Sharding) -> jax.
     if key_words is None:
         return jax.random.normal(key, shape, jnp.float32, out_sharding=sharding)
     if not shape:
-        return _own_normals(key_words, (1,), None).reshape(())
-    if _packs(shape, sharding, _PAIR):
-        return _pair_normals(key_words, shape, sharding)
-    return _own_normals(key_words, shape, sharding)
+        return _normals(key, (1,), None).reshape(())
+    column = _axis_iota(shape, len(shape) - 1, sharding)
+    injected = _block_counters(key_words, shape, column, sharding)
+    return _box_muller(*_threefry2x32(key_words, injected, ROUNDS))
 
 
 def standard_normal(

@@ -81,7 +81,7 @@ class Case:
     rtol: float = 0.0
     # The dtype and per-device shape of what neighbours share, where the case
     # must make it once, by a fusion of its own: packed mask words ("u32", one
-    # per 32 elements) or noise pairs ("c64", one per 2 elements).
+    # per 32 elements).
     made_once: tuple[str, tuple[int, ...]] | None = None
 
 
@@ -189,27 +189,8 @@ CASES: dict[str, Case] = {
         spec=("data", None),
         local_elements=2 * 224,
     ),
-    # Noise takes two samples from a block, the same way: pairs made once
-    # where each device holds whole pairs (128 per device's row at (16,
-    # 512)), one block per element where a device holds 51 elements of a row,
-    # and, with explicit axes, pairs cut short at the end of rows of 201.
-    "gaussian_noise_pairs": Case(
-        lambda k, x: dx.gaussian_noise(k, x, 0.5), shape=(16, 512), made_once=("c64", (4, 128))
-    ),
-    "grad_gaussian_dropout_pairs": Case(
-        lambda k, x: _loss_grad(lambda x: dx.gaussian_dropout(k, x, 0.3))(x),
-        shape=(16, 512),
-        made_once=("c64", (4, 128)),
-    ),
-    "gaussian_noise_pairs_split_between_devices": Case(
-        lambda k, x: dx.gaussian_noise(k, x, 0.5), shape=(8, 102)
-    ),
-    "gaussian_noise_rows_end_inside_a_pair": Case(
-        lambda k, x: dx.gaussian_noise(k, x, 0.5),
-        shape=(8, 201),
-        spec=("data", None),
-        local_elements=2 * 202,
-    ),
+    # Noise hashes one block per element: rows of 51 elements per device.
+    "gaussian_noise_odd_shards": Case(lambda k, x: dx.gaussian_noise(k, x, 0.5), shape=(8, 102)),
     "grad_inverted_dropout": Case(
         lambda k, x: _loss_grad(lambda x: dx.inverted_dropout(k, x, 0.3))(x)
     ),

@@ -1,10 +1,11 @@
 """The generators of keep masks and of noise: exact guarantees and statistical quality.
 
 One Threefry-2x32 block serves four neighbouring units of a mask along the
-last axis, 16 bits each, and two neighbouring samples of noise
+last axis, 16 bits each; each sample of noise has a block of its own
 (``dropoutx.keep_mask``'s docstring and ``dropoutx._random`` have the
 definitions, and ``tests/test_core.py`` checks both against a numpy
-reference). These tests look for what sharing a block could break.
+reference). These tests look for what sharing a block, or neighbouring counters, could
+break.
 
 Exact properties get exact tests. Each statistical check compares a statistic
 with its distribution when the units are independent: Bernoulli(keep) draws,
@@ -216,8 +217,7 @@ def test_vmapped_keys_give_independent_masks() -> None:
 
 # --- noise -----------------------------------------------------------------------------
 #
-# (1024, 1024) goes through whole pairs, (1000, 999) through pairs of which the
-# last in each row is cut short.
+# A power of two, and odd rows of a length that is not.
 NOISE_SHAPES = [(1024, 1024), (1000, 999)]
 
 
@@ -228,7 +228,7 @@ def _noise(key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
 def _squares(z: np.ndarray) -> np.ndarray:
     """``(z**2 - 1) / sqrt(2)``: mean 0 and variance 1 for a standard normal ``z``.
 
-    Samples of one block share its radius: a dependence there shows in the
+    A dependence between the radii of two samples would show in their
     squares, not in the samples themselves.
     """
     return (z * z - 1) / math.sqrt(2)
@@ -250,7 +250,7 @@ def test_noise_has_the_moments_and_tail_of_a_standard_normal(shape: tuple[int, .
 
 
 @pytest.mark.parametrize("shape", NOISE_SHAPES)
-def test_the_two_samples_of_a_block_are_independent(shape: tuple[int, ...]) -> None:
+def test_neighbouring_samples_are_jointly_independent(shape: tuple[int, ...]) -> None:
     z = _noise(KEY, shape)
     usable = shape[1] - shape[1] % 2
     first, second = z[:, 0:usable:2], z[:, 1:usable:2]
@@ -284,8 +284,8 @@ def test_groups_of_noise_neighbours_take_every_sign_pattern_equally(
 ) -> None:
     """A chi-square test of the ``2**size`` sign patterns of ``size`` neighbours.
 
-    Groups run along the last axis, aligned with the pairs (start 0) and
-    straddling them (start 1), and along the first axis.
+    Groups run along the last axis, from columns 0 and 1, and along the first
+    axis.
     """
     signs = (_noise(KEY, shape) > 0).astype(np.int64)
     layouts = {"last axis": signs, "last axis, from 1": signs[:, 1:], "first axis": signs.T}
@@ -293,14 +293,14 @@ def test_groups_of_noise_neighbours_take_every_sign_pattern_equally(
 
 
 def test_noise_of_related_keys_is_independent() -> None:
-    """Same positions, and positions one row or one pair apart (see the mask test)."""
+    """Same positions, and positions one row or one column apart (see the mask test)."""
     shape = NOISE_SHAPES[1]
     for name, (key_a, key_b) in _key_pairs().items():
         a, b = _noise(key_a, shape), _noise(key_b, shape)
         for what, (x, y) in {"samples": (a, b), "squares": (_squares(a), _squares(b))}.items():
             _assert_uncorrelated(x, y, f"{name}, {what}")
             _assert_uncorrelated(x[1:], y[:-1], f"{name}, {what}, one row apart")
-            _assert_uncorrelated(x[:, 2:], y[:, :-2], f"{name}, {what}, one pair apart")
+            _assert_uncorrelated(x[:, 1:], y[:, :-1], f"{name}, {what}, one column apart")
 
 
 def test_vmapped_keys_give_independent_noise() -> None:
