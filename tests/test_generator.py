@@ -4,8 +4,8 @@ One Threefry-2x32 block serves four neighbouring units of a mask along the
 last axis, 16 bits each; each sample of noise has a block of its own
 (``dropoutx.keep_mask``'s docstring and ``dropoutx._random`` have the
 definitions, and ``tests/test_core.py`` checks both against a numpy
-reference). These tests look for what sharing a block, or neighbouring counters, could
-break.
+reference). These tests look for what sharing a block, or neighbouring
+counters, could break.
 
 Exact properties get exact tests. Each statistical check compares a statistic
 with its distribution when the units are independent: Bernoulli(keep) draws,
