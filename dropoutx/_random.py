@@ -89,12 +89,12 @@ def replicated_along(sharding: Sharding, axes: tuple[int, ...]) -> Sharding:
     )
 
 
-# --- blocks shared by neighbours -------------------------------------------------------
+# --- counters --------------------------------------------------------------------------
 #
 # Masks and noise both hash a counter (r, c // g) per element, with r the
 # row-major index over the leading axes and c the index along the last axis:
 # the g neighbours along the last axis share one block. A mask takes g = 4
-# decisions from a block, noise g = 2 samples.
+# decisions from a block; noise takes one sample, g = 1.
 #
 # The block has 13 rounds, not jax.random's 20: Salmon et al. (2011) found 13
 # the fewest with which Threefry-2x32 is "Crush-resistant", passing TestU01's
@@ -177,28 +177,6 @@ def _block_counters(
     )
 
 
-def _packs(shape: tuple[int, ...], sharding: Sharding, group: int) -> bool:
-    """Whether each group of ``group`` elements along the last axis can be made once.
-
-    Every shard of the last axis must hold whole groups, or the axis must be
-    whole on every device and at least 4 times the part of its last group
-    that is cut off (making that part is wasted work). With a visible sharding
-    that is exact. Otherwise the partitioner may split the axis over any
-    number of devices up to all of them, so it is assumed to.
-    """
-    if not shape:
-        return False
-    length = shape[-1]
-    groups = -(-length // group)
-    shards = _shards_of_last_axis(sharding, len(shape))
-    if shards is None:
-        shards = jax.device_count()
-    cut_off = groups * group - length
-    if cut_off:
-        return shards == 1 and 4 * cut_off <= length
-    return groups % shards == 0
-
-
 def _hashable_key_words(
     key: jax.Array, shape: tuple[int, ...]
 ) -> tuple[jax.Array, jax.Array] | None:
@@ -231,28 +209,13 @@ def _over_units(
     return jnp.reshape(values, shape, out_sharding=replicated_along(sharding, others))
 
 
-def _spread_groups(grouped: jax.Array, shape: tuple[int, ...], sharding: Sharding) -> jax.Array:
-    """``grouped``, of shape ``shape[:-1] + (groups, g)``, laid along the last axis of ``shape``.
-
-    The last group of a row may run past the row's end: what runs past is cut off.
-    """
-    groups, group = grouped.shape[-2:]
-    spread = grouped.reshape((*shape[:-1], groups * group), out_sharding=sharding)
-    return jax.lax.slice_in_dim(spread, 0, shape[-1], axis=len(shape) - 1)
-
-
-def _opaque_one(key_words: tuple[jax.Array, jax.Array]) -> jax.Array:
-    """The uint32 1, computed from the key so that XLA cannot prove it is 1."""
-    return jnp.minimum(key_words[0], np.uint32(1)) | np.uint32(1)
-
-
 # --- the keep mask ---------------------------------------------------------------------
 #
 # One block gives 64 bits: four 16-bit lanes, four keep decisions. Element (r,
 # c) takes lane c % 4 of block (r, c // 4).
 #
 # Eight blocks make one packed uint32 word of 32 keep bits. Where the last
-# axis allows it (_packs with groups of 32), each word hashes its eight blocks
+# axis allows it (see _packs_words), each word hashes its eight blocks
 # in one elementwise computation, which XLA keeps as a buffer of 1/8 byte per
 # element, and the masking reads it; a row that ends inside a word ignores the
 # word's bits past its end. Elsewhere each element computes its own block,
@@ -277,6 +240,28 @@ def keep_threshold(rate: jax.Array) -> jax.Array:
     """
     scaled = jnp.floor(rate.astype(jnp.float32) * np.float32(2**LANE_BITS) + np.float32(0.5))
     return jnp.clip(scaled, 0, 2**LANE_BITS).astype(jnp.uint32)
+
+
+def _packs_words(shape: tuple[int, ...], sharding: Sharding) -> bool:
+    """Whether the mask goes through packed words of 32 elements.
+
+    Every shard of the last axis must hold whole words, or the axis must be
+    whole on every device and at least 4 times the part of its last word that
+    is cut off (decoding that part is wasted work). With a visible sharding
+    that is exact. Otherwise the partitioner may split the axis over any
+    number of devices up to all of them, so it is assumed to.
+    """
+    if not shape:
+        return False
+    length = shape[-1]
+    words = -(-length // _WORD_BITS)
+    shards = _shards_of_last_axis(sharding, len(shape))
+    if shards is None:
+        shards = jax.device_count()
+    cut_off = words * _WORD_BITS - length
+    if cut_off:
+        return shards == 1 and 4 * cut_off <= length
+    return words % shards == 0
 
 
 def _lane_bits(
@@ -316,9 +301,11 @@ def _packed_keep(
     # not duplicate an integer division by a value it cannot prove constant,
     # so dividing by such a value, always 1, makes the words one buffer of
     # 1/8 byte per element, computed once.
-    packed = jax.lax.div(packed, _opaque_one(key_words))
+    packed = jax.lax.div(packed, jnp.minimum(key_words[0], np.uint32(1)) | np.uint32(1))
     bit = jax.lax.broadcasted_iota(jnp.uint32, (1,) * (last + 1) + (_WORD_BITS,), last + 1)
-    return _spread_groups(((packed[..., None] >> bit) & np.uint32(1)).astype(bool), shape, sharding)
+    kept = ((packed[..., None] >> bit) & np.uint32(1)).astype(bool)
+    kept = kept.reshape((*shape[:-1], words * _WORD_BITS), out_sharding=sharding)
+    return jax.lax.slice_in_dim(kept, 0, shape[-1], axis=last)
 
 
 def _keep_bits(
@@ -335,7 +322,7 @@ def _keep_bits(
         return bits >= (threshold << np.uint32(32 - LANE_BITS))
     if not shape:
         return (_lane_bits(key_words, (1,), None) >= threshold).reshape(())
-    if _packs(shape, sharding, _WORD_BITS):
+    if _packs_words(shape, sharding):
         return _packed_keep(key_words, shape, threshold, sharding)
     return _lane_bits(key_words, shape, sharding) >= threshold
 
