@@ -19,8 +19,12 @@ _PATIENT_COLLECTIVES = (
 
 
 def environment(devices: int | None = None) -> dict[str, str]:
-    """``os.environ`` for a CPU-only subprocess, with ``devices`` simulated devices if given."""
-    flags = list(_PATIENT_COLLECTIVES)
+    """``os.environ`` for a CPU-only subprocess, with ``devices`` simulated devices if given.
+
+    The subprocess keeps this process's ``XLA_FLAGS`` (the tests' optimisation
+    level, set in ``conftest.py``) and adds its own after them.
+    """
+    flags = [os.environ.get("XLA_FLAGS", ""), *_PATIENT_COLLECTIVES]
     if devices is not None:
         flags.append(f"--xla_force_host_platform_device_count={devices}")
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": " ".join(flags)}
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": " ".join(flags).strip()}

@@ -23,7 +23,7 @@ import pytest
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 # Seconds per notebook (and per cell, for nbclient). The slowest notebook
-# takes about 100 s beside the other test workers on 2 cores; the margin is
+# takes about 50 s beside the other test workers on 2 cores; the margin is
 # for a machine that other jobs load as well.
 TIMEOUT_S = 300
 
