@@ -425,7 +425,8 @@ def _log(u: jax.Array, times: float = 1.0) -> jax.Array:
     ``ln m = t P(t)`` with ``t = m - 1`` and ``P`` of degree 8
     (``_LOG_COEFFICIENTS``), by Horner. ``times`` must be a power of two: it
     scales the constants instead of the result, which saves a multiplication
-    and gives ``times * _log(u)`` bit for bit.
+    and, op by op, gives ``times * _log(u)`` bit for bit (XLA's fusions may
+    round either a little differently).
     """
     scaled = [np.float32(times) * c for c in _LOG_COEFFICIENTS]
     offset = jax.lax.bitcast_convert_type(u, jnp.int32) - _SQRT_HALF_BITS

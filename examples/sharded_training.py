@@ -127,6 +127,11 @@ def train(mesh: jax.sharding.Mesh) -> None:
     for step in range(151):
         key = jax.random.fold_in(dropout_key, step)
         params, opt_state, loss = compiled_step(params, opt_state, key, inputs, targets)
+        # One step in flight at a time. With several queued, jaxlib's CPU
+        # client (0.10) can hang here: the threads that run the 8 simulated
+        # devices all wait, some in an all-reduce for a device whose turn
+        # never comes, others for the inputs of a step that cannot start.
+        jax.block_until_ready(loss)
         if step % 25 == 0:
             eval_loss = float(evaluate(params, inputs, targets))
             print(f"step {step:3d}  train loss {float(loss):.4f}  eval loss {eval_loss:.4f}")
